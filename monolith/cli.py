@@ -87,6 +87,94 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- train / inspect ---------------------------------------------------------------------------
+def prepared_for(cfg: MonolithConfig, cache_root: Path) -> Path:
+    """The prepared dataset for ``cfg.data``: the source itself, or a cached preparation.
+
+    The cache key covers the data config and the source files' names, sizes and mtimes, so a
+    changed file or setting prepares afresh and an unchanged one is prepared once.
+    """
+    import hashlib
+    import json
+
+    from monolith.data.ingest import resolve_sources
+    from monolith.data.prepare import prepare_dataset
+    from monolith.data.windows import is_prepared_dataset
+
+    if is_prepared_dataset(cfg.data.source):
+        return Path(cfg.data.source)
+    key_parts: dict = {"data": dataclasses.asdict(cfg.data)}
+    if cfg.data.source != "synthetic":
+        key_parts["files"] = [
+            (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in resolve_sources(cfg.data.source)
+        ]
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode()).hexdigest()
+    target = cache_root / key[:16]
+    if is_prepared_dataset(target):
+        log.info("using cached prepared dataset %s", target)
+    else:
+        prepare_dataset(cfg.data, target)
+    return target
+
+
+def _fmt(value: object) -> str:
+    return f"{value:+.4f}" if isinstance(value, float) else str(value)
+
+
+def _print_metrics(metrics: dict, title: str) -> None:
+    print(title)
+    for key in sorted(metrics):
+        print(f"  {key:<36} {_fmt(metrics[key])}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from monolith.training import bundle_result, train_on_prepared
+
+    cfg = load_config(args.config)
+    if args.data:
+        cfg = _with_data_overrides(cfg, argparse.Namespace(input=args.data))
+    if args.epochs is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=args.epochs))
+        cfg.train.validate("train (--epochs)")
+    output = Path(args.output or Path("runs") / "bundles" / Path(args.config).stem)
+    if output.exists() and not args.overwrite:
+        raise MonolithError(f"bundle {output} already exists; pass --overwrite to replace it")
+    prepared = prepared_for(cfg, Path(args.data_cache))
+    result = train_on_prepared(cfg, prepared)
+    bundle_result(result, cfg, prepared, output, overwrite=args.overwrite)
+    best = result.best_epoch
+    print(f"trained {len(result.rows)} epoch(s); best epoch {best}; bundle -> {output}")
+    _print_metrics({k: v for k, v in result.metrics.items() if k != "epoch"},
+                   f"validation metrics (best epoch {best}):")
+    _print_metrics(result.test_metrics, "held-out test metrics:")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from monolith.artifacts import load_bundle_model, verify_bundle
+
+    manifest = verify_bundle(args.bundle)
+    model = load_bundle_model(args.bundle, verify=False)
+    config = manifest.get("config", {})
+    print(f"bundle {args.bundle}: {len(manifest['files'])} files verified (sha256 + size)")
+    print(f"  created  {manifest.get('created_utc')}")
+    print(f"  model    {model.name}: {model.count_params():,} parameters, inputs "
+          f"{[t.name for t in model.inputs]}, loaded with safe_mode=True")
+    print(f"  spec     {config.get('input_spec')}")
+    print(f"  versions {manifest.get('versions')}")
+    hp = config.get("hyperparameters", {})
+    print("hyperparameters:")
+    for key in sorted(hp):
+        print(f"  {key:<36} {hp[key]}")
+    metrics = manifest.get("metrics", {})
+    _print_metrics({k: v for k, v in metrics.items() if k != "epoch"}, "metrics:")
+    lifts = {k: v for k, v in metrics.items() if "lift" in k}
+    if lifts:
+        _print_metrics(lifts, "probe lifts (trained encoder minus baseline, balanced accuracy):")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -124,6 +212,29 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--overwrite", action="store_true", help="replace an existing output")
     prep.set_defaults(func=cmd_data_prepare)
 
+    train = sub.add_parser(
+        "train",
+        help="train one config in this process and write a verified bundle",
+        description="Prepare (or reuse) the config's dataset, train the MonolithModel with the "
+        "contrastive custom loop, evaluate on val (every epoch) and test, and write the "
+        "artifact bundle atomically.",
+    )
+    train.add_argument("--config", required=True, help="YAML config, e.g. configs/seed_best.yaml")
+    train.add_argument("--data", help="data source or prepared dataset folder (overrides "
+                       "data.source)")
+    train.add_argument("--output", help="bundle folder (default runs/bundles/<config name>)")
+    train.add_argument("--epochs", type=int, help="override train.epochs")
+    train.add_argument("--data-cache", default="runs/data",
+                       help="where prepared datasets are cached (default runs/data)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    train.set_defaults(func=cmd_train)
+
+    inspect = sub.add_parser(
+        "inspect",
+        help="verify a bundle's checksums, load its model safely, print its metrics",
+    )
+    inspect.add_argument("bundle", help="bundle folder")
+    inspect.set_defaults(func=cmd_inspect)
     return parser
 
 

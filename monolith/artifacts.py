@@ -1,0 +1,187 @@
+"""The artifact bundle: write it atomically, verify it, load its model safely.
+
+A bundle is a folder with the original project's five files plus our additions::
+
+    contrastive_encoder_model.keras   the trained MonolithModel (loads with safe_mode=True)
+    model_config.json                 the full config and the flat hyperparameters
+    data_processing_metadata.json     what data it was trained on, and how it was prepared
+    scalers.pkl / scalers.json        the train-fitted scalers (pickle and plain parameters)
+    training_history.csv              loss, val_loss and every metric, per epoch
+    <extra files>                     e.g. best_config.json, test_metrics.json
+    manifest.json                     written last: SHA-256 and size of every file above,
+                                      library versions, config, final metrics
+
+It is assembled in a temporary sibling folder and renamed into place, so a crash never
+leaves a half bundle; a folder without a valid manifest is not a bundle.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from monolith.errors import BundleError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "contrastive_encoder_model.keras"
+MODEL_CONFIG_FILE = "model_config.json"
+METADATA_FILE = "data_processing_metadata.json"
+SCALERS_PKL = "scalers.pkl"
+SCALERS_JSON = "scalers.json"
+HISTORY_FILE = "training_history.csv"
+MANIFEST_FILE = "manifest.json"
+REQUIRED_FILES = (
+    MODEL_FILE,
+    MODEL_CONFIG_FILE,
+    METADATA_FILE,
+    SCALERS_PKL,
+    SCALERS_JSON,
+    HISTORY_FILE,
+)
+BUNDLE_FORMAT = 1
+_VERSIONED = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "pyarrow", "ray",
+              "optuna", "ta-lib", "hmmlearn", "monolith-tune")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in history:
+        columns.extend(k for k in row if k not in columns)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def write_bundle(
+    output: str | Path,
+    *,
+    model: Any,
+    model_config: dict[str, Any],
+    prepared_dir: str | Path,
+    history: list[dict[str, Any]],
+    metrics: dict[str, Any],
+    extra_json: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Assemble a bundle in a temporary sibling and rename it to ``output``.
+
+    ``prepared_dir`` supplies ``data_processing_metadata.json`` and the scalers; ``extra_json``
+    maps additional file names to JSON-serialisable content.
+    """
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise BundleError(f"bundle {output} already exists; pass --overwrite to replace it")
+    prepared_dir = Path(prepared_dir)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+    try:
+        model.save(tmp / MODEL_FILE)
+        (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(model_config, indent=2, default=str))
+        for name in (METADATA_FILE, SCALERS_PKL, SCALERS_JSON):
+            shutil.copyfile(prepared_dir / name, tmp / name)
+        _write_history(tmp / HISTORY_FILE, history)
+        for name, content in (extra_json or {}).items():
+            (tmp / name).write_text(json.dumps(content, indent=2, default=str))
+        files = {
+            p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            for p in sorted(tmp.iterdir())
+        }
+        manifest = {
+            "bundle_format": BUNDLE_FORMAT,
+            "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "files": files,
+            "versions": library_versions(),
+            "config": model_config,
+            "metrics": metrics,
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str))
+        if output.exists():
+            trash = output.with_name(f".{output.name}.old-{os.getpid()}")
+            os.replace(output, trash)
+            os.replace(tmp, output)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("bundle written to %s (%d files)", output, len(files) + 1)
+    return output
+
+
+def read_manifest(bundle: str | Path) -> dict[str, Any]:
+    path = Path(bundle) / MANIFEST_FILE
+    if not path.is_file():
+        raise BundleError(f"{bundle}: no {MANIFEST_FILE}: not a complete bundle")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: unreadable manifest: {exc}") from None
+
+
+def verify_bundle(bundle: str | Path) -> dict[str, Any]:
+    """Check every file against the manifest; returns the manifest or raises BundleError."""
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    files = manifest.get("files", {})
+    problems = [f"{name}: listed as required but not in manifest"
+                for name in REQUIRED_FILES if name not in files]
+    for name, expected in files.items():
+        path = bundle / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+            continue
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            problems.append(f"{name}: size {size} != manifest {expected['bytes']}")
+            continue
+        digest = sha256_file(path)
+        if digest != expected["sha256"]:
+            problems.append(f"{name}: sha256 {digest[:12]}… != manifest {expected['sha256'][:12]}…")
+    unlisted = sorted(p.name for p in bundle.iterdir() if p.name not in files
+                      and p.name != MANIFEST_FILE)
+    problems.extend(f"{name}: present but not in manifest" for name in unlisted)
+    if problems:
+        raise BundleError(f"bundle {bundle} failed verification: " + "; ".join(problems))
+    return manifest
+
+
+def load_bundle_model(bundle: str | Path, *, verify: bool = True):
+    """The bundle's Keras model, loaded with ``safe_mode=True`` (after verification)."""
+    import keras
+
+    import monolith.model  # noqa: F401  registers the custom layers
+
+    if verify:
+        verify_bundle(bundle)
+    return keras.saving.load_model(Path(bundle) / MODEL_FILE, safe_mode=True)

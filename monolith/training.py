@@ -1,0 +1,137 @@
+"""One training run on a prepared dataset: windows -> trainer -> metrics -> bundle.
+
+The same function serves the single-process CLI (``monolith train``) and every Ray Train
+worker (which passes its ``MultiWorkerMirroredStrategy`` and callbacks): the library never
+imports Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from monolith.artifacts import write_bundle
+from monolith.config import MonolithConfig
+from monolith.data.windows import WindowSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    trainer: Any  # ContrastiveTrainer
+    source: WindowSource
+    rows: list[dict[str, float]]  # one per epoch
+    best_epoch: int | None
+    metrics: dict[str, float]  # validation metrics of the best (restored) epoch
+    test_metrics: dict[str, float]
+
+
+def train_dataset_fn(source: WindowSource, global_batch: int, seed: int):
+    """The per-worker training stream: this worker's shard, per-replica batches, repeated."""
+
+    def dataset_fn(context):
+        if context is None:
+            return source.dataset("train", global_batch, seed=seed)
+        return source.dataset(
+            "train",
+            context.get_per_replica_batch_size(global_batch),
+            seed=seed,
+            num_shards=context.num_input_pipelines,
+            shard_index=context.input_pipeline_id,
+        )
+
+    return dataset_fn
+
+
+def evaluate_split(trainer: Any, source: WindowSource, split: str, probe_data: Any) -> dict:
+    """The comparable metrics on ``split`` (e.g. the held-out test split), prefixed by it."""
+    from monolith.evaluate import Evaluator, evaluate_epoch
+
+    cfg = trainer.train_cfg
+    evaluator = Evaluator(
+        trainer.model_cfg,
+        trainer.eval_cfg,
+        trainer.spec,
+        source.arrays(split),
+        probe_data,
+        train_temperature=cfg.contrastive_temperature,
+        train_augmentation=cfg.augmentation_type,
+        train_batch_size=cfg.batch_size,
+        train_seed=cfg.seed,
+    )
+    metrics = evaluate_epoch(trainer.model, evaluator)
+    return {f"{split}_{k.removeprefix('val_')}": v for k, v in metrics.items()}
+
+
+def train_on_prepared(
+    cfg: MonolithConfig,
+    prepared_dir: str | Path,
+    *,
+    strategy: Any = None,
+    callbacks: Iterable[Any] = (),
+    checkpoint_dir: str | Path | None = None,
+    evaluate_test: bool = True,
+    source: WindowSource | None = None,
+) -> TrainResult:
+    """Train ``cfg`` on a prepared dataset under ``strategy`` (default: this process).
+
+    ``checkpoint_dir``, when it holds a trainer checkpoint, is restored first so a restarted
+    worker continues where it stopped.
+    """
+    from monolith.contrastive.trainer import ContrastiveTrainer
+
+    source = source or WindowSource(prepared_dir, sequence_length=cfg.data.sequence_length)
+    trainer = ContrastiveTrainer(cfg.model, cfg.train, cfg.eval, source.spec, strategy=strategy)
+    if checkpoint_dir is not None and (Path(checkpoint_dir) / "state.json").is_file():
+        trainer.restore_checkpoint(checkpoint_dir)
+        log.info("resumed from %s at epoch %d", checkpoint_dir, trainer.epoch)
+    num_workers = max(1, trainer.num_replicas)
+    steps = source.steps_per_epoch("train", cfg.train.batch_size, num_shards=num_workers)
+    probe_data = source.arrays("train", cfg.eval.probe_max_windows)
+    history = trainer.fit(
+        train_dataset_fn(source, cfg.train.batch_size, cfg.train.seed),
+        steps,
+        source.arrays("val"),
+        probe_data=probe_data,
+        callbacks=callbacks,
+    )
+    best = history.best_epoch
+    rows = history.rows
+    metrics = dict(rows[best]) if best is not None and best < len(rows) else dict(rows[-1])
+    test_metrics = evaluate_split(trainer, source, "test", probe_data) if evaluate_test else {}
+    return TrainResult(trainer, source, rows, best, metrics, test_metrics)
+
+
+def bundle_result(
+    result: TrainResult,
+    cfg: MonolithConfig,
+    prepared_dir: str | Path,
+    output: str | Path,
+    *,
+    extra_json: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the artifact bundle of a finished run."""
+    model_config = {
+        "hyperparameters": cfg.hyperparameters(),
+        "config": cfg.to_dict(),
+        "input_spec": result.source.spec.to_dict(),
+        "global_batch_size": cfg.train.batch_size,
+        "best_epoch": result.best_epoch,
+    }
+    metrics = {**result.metrics, **result.test_metrics}
+    extra = {"test_metrics.json": result.test_metrics, **(extra_json or {})}
+    return write_bundle(
+        output,
+        model=result.trainer.model,
+        model_config=model_config,
+        prepared_dir=prepared_dir,
+        history=result.rows,
+        metrics=metrics,
+        extra_json=extra,
+        overwrite=overwrite,
+    )

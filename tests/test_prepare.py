@@ -1,0 +1,205 @@
+"""The prepare pipeline end to end: metadata, leakage, windows, atomic output, bad input."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monolith.config import DataConfig, SyntheticConfig
+from monolith.data.features import TECHNICAL_COLUMNS
+from monolith.data.prepare import prepare_dataset
+from monolith.data.windows import METADATA_FILE, WindowSource, load_prepared_frame
+from monolith.errors import DataError
+
+L = 8
+H = 3
+
+
+def _cfg(**kw) -> DataConfig:
+    base = dict(
+        source="synthetic",
+        synthetic=SyntheticConfig(symbols=3, rows_per_symbol=900, seed=11, embedding_dim=6,
+                                  mcp_features=4),
+        sequence_length=L,
+        label_horizon=H,
+    )
+    base.update(kw)
+    cfg = DataConfig(**base)
+    cfg.validate()
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("prep") / "data"
+    prepare_dataset(_cfg(), out)
+    return out
+
+
+def test_metadata_describes_the_dataset(prepared):
+    meta = json.loads((prepared / METADATA_FILE).read_text())
+    assert meta["features"]["technical"] == list(TECHNICAL_COLUMNS)
+    assert len(meta["features"]["technical"]) == 43
+    assert meta["features"]["embedding_dim"] == 6
+    assert len(meta["features"]["mcp"]) == 4
+    assert meta["input_spec"] == {"sequence_length": L, "n_technical": 43, "n_instruments": 3,
+                                  "embedding_dim": 6, "mcp_dim": 4, "cot_dim": 0}
+    assert sorted(meta["instruments"].values()) == [0, 1, 2]
+    assert meta["purge_bars"] == L + H
+    for sym, bounds in meta["splits"].items():
+        assert bounds["train"]["end"] < bounds["val"]["start"] < bounds["val"]["end"]
+        assert bounds["val"]["end"] < bounds["test"]["start"]
+        assert sym in meta["cleaning"]["symbols"]
+    assert all(meta["windows"][s] > 0 for s in ("train", "val", "test"))
+    assert meta["scaler"]["kind"] == "standard"
+    for name in ("scalers.pkl", "scalers.json"):
+        assert (prepared / name).is_file()
+
+
+def test_scalers_are_the_train_rows_own_statistics(prepared):
+    frame = load_prepared_frame(prepared)
+    params = json.loads((prepared / "scalers.json").read_text())
+    with open(prepared / "scalers.pkl", "rb") as fh:
+        scalers = pickle.load(fh)
+    for sym, rows in frame.groupby("symbol"):
+        train = rows.loc[rows["split"] == "train", list(TECHNICAL_COLUMNS)].to_numpy()
+        np.testing.assert_allclose(params["symbols"][sym]["offset"], train.mean(axis=0),
+                                   rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(params["symbols"][sym]["scale"],
+                                   np.where(train.std(axis=0) == 0, 1, train.std(axis=0)),
+                                   rtol=1e-7)
+        np.testing.assert_allclose(scalers[sym].mean_, train.mean(axis=0), rtol=1e-9, atol=1e-9)
+        assert params["symbols"][sym]["n_samples_seen"] == len(train)
+
+
+def test_hmm_never_sees_val_or_test_rows(tmp_path):
+    """Rewriting every val/test bar must leave the fitted regime model unchanged."""
+    from monolith.data.synthetic import generate_synthetic
+
+    cfg = _cfg(synthetic=SyntheticConfig(symbols=2, rows_per_symbol=700, seed=5))
+    raw = generate_synthetic(cfg.synthetic)
+    a = tmp_path / "a.parquet"
+    raw.to_parquet(a)
+    meta_a = prepare_dataset(_cfg(source=str(a)), tmp_path / "pa")
+    # the last 25% of each symbol lies inside val + test: scramble it
+    poisoned = raw.copy()
+    for _, idx in poisoned.groupby("symbol").indices.items():
+        tail = idx[int(len(idx) * 0.75):]
+        factor = np.linspace(1.0, 3.0, len(tail))
+        for col in ("open", "high", "low", "close"):
+            poisoned.loc[tail, col] = poisoned.loc[tail, col].to_numpy() * factor
+        poisoned.loc[tail, "volume"] *= 7
+    b = tmp_path / "b.parquet"
+    poisoned.to_parquet(b)
+    meta_b = prepare_dataset(_cfg(source=str(b)), tmp_path / "pb")
+    assert meta_a["hmm"] == meta_b["hmm"]
+    fa, fb = load_prepared_frame(tmp_path / "pa"), load_prepared_frame(tmp_path / "pb")
+    train = fa["split"] == "train"
+    np.testing.assert_array_equal(fa.loc[train, "hmm_regime"], fb.loc[train, "hmm_regime"])
+    assert not np.allclose(fa.loc[~train, "close"], fb.loc[~train, "close"])
+
+
+def test_windows_stay_inside_one_symbol_split_and_contiguous_bars(prepared):
+    src = WindowSource(prepared)
+    frame = load_prepared_frame(prepared).sort_values(["instrument_id", "timestamp"]).reset_index()
+    step = pd.Timedelta(hours=1)
+    for split in ("train", "val", "test"):
+        ends = src.window_ends(split)
+        starts = ends - (L - 1)
+        assert (frame["split"].to_numpy()[ends] == split).all()
+        assert (frame["split"].to_numpy()[starts] == split).all()
+        assert (frame["instrument_id"].to_numpy()[starts]
+                == frame["instrument_id"].to_numpy()[ends]).all()
+        span = frame["timestamp"].to_numpy()[ends] - frame["timestamp"].to_numpy()[starts]
+        assert (span == np.timedelta64(step * (L - 1))).all()
+
+
+def test_tf_dataset_shapes_and_disjoint_shards(prepared):
+    src = WindowSource(prepared)
+    ds = src.dataset("train", 16, shuffle=False, repeat=False)
+    feats, targets = next(iter(ds))
+    assert feats["technical_input"].shape == (16, L, 43)
+    assert feats["instrument_input"].shape == (16,)
+    assert feats["embeddings_input"].shape == (16, 6)
+    assert feats["mcp_input"].shape == (16, 4)
+    assert set(np.unique(targets["direction"].numpy())) <= {0, 1}
+    # the first window equals the scaled rows it claims to cover
+    end = src.window_ends("train")[0]
+    np.testing.assert_allclose(feats["technical_input"][0].numpy(),
+                               src.technical[end - L + 1 : end + 1])
+
+    def ends_seen(shard):
+        ds = src.dataset("train", 1, shuffle=False, repeat=False, num_shards=2,
+                         shard_index=shard, drop_remainder=False)
+        return {tuple(np.round(f["technical_input"][0, -1, :3].numpy(), 5)) for f, _ in ds}
+
+    a, b = ends_seen(0), ends_seen(1)
+    assert not (a & b)
+    assert len(a) + len(b) == src.num_windows("train")
+
+
+def test_window_memory_does_not_grow_with_sequence_length(prepared):
+    short = WindowSource(prepared, sequence_length=2)
+    full = WindowSource(prepared)
+    assert short.technical.nbytes == full.technical.nbytes
+    assert short.num_windows("train") > full.num_windows("train")
+
+
+def test_sequence_length_one_row_mode(tmp_path):
+    meta = prepare_dataset(_cfg(sequence_length=1,
+                                synthetic=SyntheticConfig(symbols=2, rows_per_symbol=400)),
+                           tmp_path / "p")
+    src = WindowSource(tmp_path / "p")
+    feats, _ = src.arrays("val")
+    assert feats["technical_input"].shape[1:] == (1, 43)
+    assert meta["windows"]["val"] == src.num_windows("val")
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_bad_input_leaves_nothing_behind(tmp_path):
+    bad = tmp_path / "in.csv"
+    pd.DataFrame({"timestamp": ["2024-01-01"], "open": [1.0], "close": [1.0]}).to_csv(bad)
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="in.csv"):
+        prepare_dataset(_cfg(source=str(bad)), out)
+    assert _leftovers(tmp_path) == ["in.csv"]
+
+
+def test_existing_output_needs_overwrite(tmp_path, prepared):
+    out = tmp_path / "o"
+    cfg = _cfg(synthetic=SyntheticConfig(symbols=2, rows_per_symbol=400))
+    prepare_dataset(cfg, out)
+    with pytest.raises(DataError, match="already exists"):
+        prepare_dataset(cfg, out)
+    prepare_dataset(cfg, out, overwrite=True)
+    assert _leftovers(tmp_path) == ["o"]
+    other = tmp_path / "not-a-dataset"
+    other.mkdir()
+    (other / "keep.txt").write_text("precious")
+    with pytest.raises(DataError, match="not a prepared dataset"):
+        prepare_dataset(cfg, other, overwrite=True)
+    assert (other / "keep.txt").read_text() == "precious"
+
+
+def test_real_files_prepare_with_cleaning_report(tmp_path, shared_data_dir):
+    meta = prepare_dataset(DataConfig(source=str(shared_data_dir)), tmp_path / "real")
+    symbols = meta["cleaning"]["symbols"]
+    assert set(symbols) == {"ADA/USDT", "BNB/USDT", "BTC/USDT", "ETH/USDT"}
+    assert symbols["BTC/USDT"]["duplicates_removed"] == 2649
+    assert symbols["ETH/USDT"]["duplicates_removed"] == 2649
+    assert symbols["BTC/USDT"]["bad_ticks"] >= 1
+    assert {f["name"] for f in meta["source_files"]} == {
+        p.name for p in shared_data_dir.glob("*.csv")}
+    assert all(len(f["sha256"]) == 64 for f in meta["source_files"])
+    warm = meta["feature_engineering"]["warmup_rows_dropped"]
+    assert all(warm[s] > 0 for s in symbols)
+    assert meta["rows"]["prepared"] == sum(
+        s["rows_out"] for s in symbols.values()) - sum(warm.values())
