@@ -15,7 +15,11 @@ from monolith.config import InputSpec, ModelConfig
 from monolith.model.layers import L2Normalize, TransformerBlock, l2_regularizer
 
 OUTPUTS = ("latent", "projection", "reconstruction")
-OPTIONAL_INPUTS = {"embeddings_input": "embedding_dim", "mcp_input": "mcp_dim", "cot_input": "cot_dim"}
+OPTIONAL_INPUTS = {
+    "embeddings_input": "embedding_dim",
+    "mcp_input": "mcp_dim",
+    "cot_input": "cot_dim",
+}
 
 
 def input_names(spec: InputSpec) -> list[str]:
@@ -92,9 +96,7 @@ def build_monolith(
             )(side)
         )
     merged = keras.layers.Concatenate(name="merge")(branches)
-    latent = keras.layers.Dense(model_cfg.latent_dim, kernel_regularizer=reg, name="latent")(
-        merged
-    )
+    latent = keras.layers.Dense(model_cfg.latent_dim, kernel_regularizer=reg, name="latent")(merged)
 
     hidden = keras.layers.Dense(
         model_cfg.latent_dim, activation="relu", kernel_regularizer=reg, name="projection_hidden"
@@ -121,4 +123,6 @@ def build_monolith(
 
 def encoder_from(model: keras.Model) -> keras.Model:
     """The sub-model from the named inputs to the ``latent`` output (weights shared)."""
-    return keras.Model(inputs=model.inputs, outputs=model.get_layer("latent").output, name="encoder")
+    return keras.Model(
+        inputs=model.inputs, outputs=model.get_layer("latent").output, name="encoder"
+    )
