@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 RUNS   ?= runs
 CONFIG ?= configs/seed_best.yaml
 
-.PHONY: install test test-fast lint format bench train data clean
+.PHONY: install test lint format bench train data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,7 @@ train: $(STAMP)
 ## bench: benchmarks, each printing figures against a baseline measured in the same run
 bench: $(STAMP)
 	$(BIN)/python bench/data_prep.py
+	$(BIN)/python bench/train_throughput.py
 
 clean:
 	rm -rf $(RUNS) .pytest_cache .ruff_cache

@@ -49,8 +49,19 @@ REQUIRED_FILES = (
     HISTORY_FILE,
 )
 BUNDLE_FORMAT = 1
-_VERSIONED = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "pyarrow", "ray",
-              "optuna", "ta-lib", "hmmlearn", "monolith-tune")
+_VERSIONED = (
+    "tensorflow",
+    "keras",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "pyarrow",
+    "ray",
+    "optuna",
+    "ta-lib",
+    "hmmlearn",
+    "monolith-tune",
+)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -154,8 +165,11 @@ def verify_bundle(bundle: str | Path) -> dict[str, Any]:
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     files = manifest.get("files", {})
-    problems = [f"{name}: listed as required but not in manifest"
-                for name in REQUIRED_FILES if name not in files]
+    problems = [
+        f"{name}: listed as required but not in manifest"
+        for name in REQUIRED_FILES
+        if name not in files
+    ]
     for name, expected in files.items():
         path = bundle / name
         if not path.is_file():
@@ -168,8 +182,9 @@ def verify_bundle(bundle: str | Path) -> dict[str, Any]:
         digest = sha256_file(path)
         if digest != expected["sha256"]:
             problems.append(f"{name}: sha256 {digest[:12]}… != manifest {expected['sha256'][:12]}…")
-    unlisted = sorted(p.name for p in bundle.iterdir() if p.name not in files
-                      and p.name != MANIFEST_FILE)
+    unlisted = sorted(
+        p.name for p in bundle.iterdir() if p.name not in files and p.name != MANIFEST_FILE
+    )
     problems.extend(f"{name}: present but not in manifest" for name in unlisted)
     if problems:
         raise BundleError(f"bundle {bundle} failed verification: " + "; ".join(problems))

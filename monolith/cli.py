@@ -70,7 +70,11 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
             os.unlink(tmp)
     log.info(
         "wrote %s rows (%d symbols x %d, seed %d) to %s",
-        f"{len(frame):,}", cfg.symbols, cfg.rows_per_symbol, cfg.seed, out,
+        f"{len(frame):,}",
+        cfg.symbols,
+        cfg.rows_per_symbol,
+        cfg.seed,
+        out,
     )
     return 0
 
@@ -145,8 +149,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     bundle_result(result, cfg, prepared, output, overwrite=args.overwrite)
     best = result.best_epoch
     print(f"trained {len(result.rows)} epoch(s); best epoch {best}; bundle -> {output}")
-    _print_metrics({k: v for k, v in result.metrics.items() if k != "epoch"},
-                   f"validation metrics (best epoch {best}):")
+    _print_metrics(
+        {k: v for k, v in result.metrics.items() if k != "epoch"},
+        f"validation metrics (best epoch {best}):",
+    )
     _print_metrics(result.test_metrics, "held-out test metrics:")
     return 0
 
@@ -159,8 +165,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     config = manifest.get("config", {})
     print(f"bundle {args.bundle}: {len(manifest['files'])} files verified (sha256 + size)")
     print(f"  created  {manifest.get('created_utc')}")
-    print(f"  model    {model.name}: {model.count_params():,} parameters, inputs "
-          f"{[t.name for t in model.inputs]}, loaded with safe_mode=True")
+    print(
+        f"  model    {model.name}: {model.count_params():,} parameters, inputs "
+        f"{[t.name for t in model.inputs]}, loaded with safe_mode=True"
+    )
     print(f"  spec     {config.get('input_spec')}")
     print(f"  versions {manifest.get('versions')}")
     hp = config.get("hyperparameters", {})
@@ -220,12 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
         "artifact bundle atomically.",
     )
     train.add_argument("--config", required=True, help="YAML config, e.g. configs/seed_best.yaml")
-    train.add_argument("--data", help="data source or prepared dataset folder (overrides "
-                       "data.source)")
+    train.add_argument(
+        "--data", help="data source or prepared dataset folder (overrides data.source)"
+    )
     train.add_argument("--output", help="bundle folder (default runs/bundles/<config name>)")
     train.add_argument("--epochs", type=int, help="override train.epochs")
-    train.add_argument("--data-cache", default="runs/data",
-                       help="where prepared datasets are cached (default runs/data)")
+    train.add_argument(
+        "--data-cache",
+        default="runs/data",
+        help="where prepared datasets are cached (default runs/data)",
+    )
     train.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     train.set_defaults(func=cmd_train)
 

@@ -308,9 +308,7 @@ class MonolithConfig:
         known = {**TUNED_HYPERPARAMETERS, **EXTRA_HYPERPARAMETERS}
         unknown = sorted(set(flat) - set(known))
         if unknown:
-            raise ConfigError(
-                f"unknown hyperparameter(s) {unknown}; known: {sorted(known)}"
-            )
+            raise ConfigError(f"unknown hyperparameter(s) {unknown}; known: {sorted(known)}")
         new = dataclasses.replace(
             self,
             data=dataclasses.replace(self.data),

@@ -90,8 +90,9 @@ def test_model_reloads_safely_with_identical_outputs(run):
     want = result.trainer.model(inputs, training=False)
     got = loaded(inputs, training=False)
     for key in ("latent", "projection", "reconstruction"):
-        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(want[key]), rtol=1e-6,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(got[key]), np.asarray(want[key]), rtol=1e-6, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("tamper", ["flip_byte", "delete", "extra", "manifest"])
@@ -127,15 +128,22 @@ def test_a_crash_mid_write_leaves_no_half_bundle(run, tmp_path):
             raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        write_bundle(tmp_path / "out", model=Exploding(), model_config={}, prepared_dir=prepared,
-                     history=[], metrics={})
+        write_bundle(
+            tmp_path / "out",
+            model=Exploding(),
+            model_config={},
+            prepared_dir=prepared,
+            history=[],
+            metrics={},
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([str(MONOLITH), *args], cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [str(MONOLITH), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 def test_cli_synth_train_inspect_end_to_end(tmp_path):
@@ -144,8 +152,17 @@ def test_cli_synth_train_inspect_end_to_end(tmp_path):
     raw["train"]["epochs"] = 1
     raw["data"]["source"] = str(tmp_path / "synth.parquet")
     cfg_path.write_text(yaml.safe_dump(raw))
-    out = _cli("data", "synth", "--output", "synth.parquet", "--symbols", "2", "--rows", "700",
-               cwd=tmp_path)
+    out = _cli(
+        "data",
+        "synth",
+        "--output",
+        "synth.parquet",
+        "--symbols",
+        "2",
+        "--rows",
+        "700",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     out = _cli("train", "--config", str(cfg_path), "--output", "b", cwd=tmp_path)
     assert out.returncode == 0, out.stderr

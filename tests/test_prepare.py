@@ -23,8 +23,9 @@ H = 3
 def _cfg(**kw) -> DataConfig:
     base = dict(
         source="synthetic",
-        synthetic=SyntheticConfig(symbols=3, rows_per_symbol=900, seed=11, embedding_dim=6,
-                                  mcp_features=4),
+        synthetic=SyntheticConfig(
+            symbols=3, rows_per_symbol=900, seed=11, embedding_dim=6, mcp_features=4
+        ),
         sequence_length=L,
         label_horizon=H,
     )
@@ -47,8 +48,14 @@ def test_metadata_describes_the_dataset(prepared):
     assert len(meta["features"]["technical"]) == 43
     assert meta["features"]["embedding_dim"] == 6
     assert len(meta["features"]["mcp"]) == 4
-    assert meta["input_spec"] == {"sequence_length": L, "n_technical": 43, "n_instruments": 3,
-                                  "embedding_dim": 6, "mcp_dim": 4, "cot_dim": 0}
+    assert meta["input_spec"] == {
+        "sequence_length": L,
+        "n_technical": 43,
+        "n_instruments": 3,
+        "embedding_dim": 6,
+        "mcp_dim": 4,
+        "cot_dim": 0,
+    }
     assert sorted(meta["instruments"].values()) == [0, 1, 2]
     assert meta["purge_bars"] == L + H
     for sym, bounds in meta["splits"].items():
@@ -68,11 +75,14 @@ def test_scalers_are_the_train_rows_own_statistics(prepared):
         scalers = pickle.load(fh)
     for sym, rows in frame.groupby("symbol"):
         train = rows.loc[rows["split"] == "train", list(TECHNICAL_COLUMNS)].to_numpy()
-        np.testing.assert_allclose(params["symbols"][sym]["offset"], train.mean(axis=0),
-                                   rtol=1e-9, atol=1e-9)
-        np.testing.assert_allclose(params["symbols"][sym]["scale"],
-                                   np.where(train.std(axis=0) == 0, 1, train.std(axis=0)),
-                                   rtol=1e-7)
+        np.testing.assert_allclose(
+            params["symbols"][sym]["offset"], train.mean(axis=0), rtol=1e-9, atol=1e-9
+        )
+        np.testing.assert_allclose(
+            params["symbols"][sym]["scale"],
+            np.where(train.std(axis=0) == 0, 1, train.std(axis=0)),
+            rtol=1e-7,
+        )
         np.testing.assert_allclose(scalers[sym].mean_, train.mean(axis=0), rtol=1e-9, atol=1e-9)
         assert params["symbols"][sym]["n_samples_seen"] == len(train)
 
@@ -89,7 +99,7 @@ def test_hmm_never_sees_val_or_test_rows(tmp_path):
     # the last 25% of each symbol lies inside val + test: scramble it
     poisoned = raw.copy()
     for _, idx in poisoned.groupby("symbol").indices.items():
-        tail = idx[int(len(idx) * 0.75):]
+        tail = idx[int(len(idx) * 0.75) :]
         factor = np.linspace(1.0, 3.0, len(tail))
         for col in ("open", "high", "low", "close"):
             poisoned.loc[tail, col] = poisoned.loc[tail, col].to_numpy() * factor
@@ -113,8 +123,9 @@ def test_windows_stay_inside_one_symbol_split_and_contiguous_bars(prepared):
         starts = ends - (L - 1)
         assert (frame["split"].to_numpy()[ends] == split).all()
         assert (frame["split"].to_numpy()[starts] == split).all()
-        assert (frame["instrument_id"].to_numpy()[starts]
-                == frame["instrument_id"].to_numpy()[ends]).all()
+        assert (
+            frame["instrument_id"].to_numpy()[starts] == frame["instrument_id"].to_numpy()[ends]
+        ).all()
         span = frame["timestamp"].to_numpy()[ends] - frame["timestamp"].to_numpy()[starts]
         assert (span == np.timedelta64(step * (L - 1))).all()
 
@@ -130,12 +141,20 @@ def test_tf_dataset_shapes_and_disjoint_shards(prepared):
     assert set(np.unique(targets["direction"].numpy())) <= {0, 1}
     # the first window equals the scaled rows it claims to cover
     end = src.window_ends("train")[0]
-    np.testing.assert_allclose(feats["technical_input"][0].numpy(),
-                               src.technical[end - L + 1 : end + 1])
+    np.testing.assert_allclose(
+        feats["technical_input"][0].numpy(), src.technical[end - L + 1 : end + 1]
+    )
 
     def ends_seen(shard):
-        ds = src.dataset("train", 1, shuffle=False, repeat=False, num_shards=2,
-                         shard_index=shard, drop_remainder=False)
+        ds = src.dataset(
+            "train",
+            1,
+            shuffle=False,
+            repeat=False,
+            num_shards=2,
+            shard_index=shard,
+            drop_remainder=False,
+        )
         return {tuple(np.round(f["technical_input"][0, -1, :3].numpy(), 5)) for f, _ in ds}
 
     a, b = ends_seen(0), ends_seen(1)
@@ -151,9 +170,10 @@ def test_window_memory_does_not_grow_with_sequence_length(prepared):
 
 
 def test_sequence_length_one_row_mode(tmp_path):
-    meta = prepare_dataset(_cfg(sequence_length=1,
-                                synthetic=SyntheticConfig(symbols=2, rows_per_symbol=400)),
-                           tmp_path / "p")
+    meta = prepare_dataset(
+        _cfg(sequence_length=1, synthetic=SyntheticConfig(symbols=2, rows_per_symbol=400)),
+        tmp_path / "p",
+    )
     src = WindowSource(tmp_path / "p")
     feats, _ = src.arrays("val")
     assert feats["technical_input"].shape[1:] == (1, 43)
@@ -197,9 +217,11 @@ def test_real_files_prepare_with_cleaning_report(tmp_path, shared_data_dir):
     assert symbols["ETH/USDT"]["duplicates_removed"] == 2649
     assert symbols["BTC/USDT"]["bad_ticks"] >= 1
     assert {f["name"] for f in meta["source_files"]} == {
-        p.name for p in shared_data_dir.glob("*.csv")}
+        p.name for p in shared_data_dir.glob("*.csv")
+    }
     assert all(len(f["sha256"]) == 64 for f in meta["source_files"])
     warm = meta["feature_engineering"]["warmup_rows_dropped"]
     assert all(warm[s] > 0 for s in symbols)
-    assert meta["rows"]["prepared"] == sum(
-        s["rows_out"] for s in symbols.values()) - sum(warm.values())
+    assert meta["rows"]["prepared"] == sum(s["rows_out"] for s in symbols.values()) - sum(
+        warm.values()
+    )

@@ -55,8 +55,9 @@ def test_split_layout_is_chronological_with_purge_gaps():
 
 def test_too_short_symbol_is_a_clear_error():
     with pytest.raises(DataError, match=r"symbol 'X': 60 usable rows .* too few"):
-        plan_split(60, val_fraction=0.15, test_fraction=0.15, purge_bars=20, min_split_rows=10,
-                   symbol="X")
+        plan_split(
+            60, val_fraction=0.15, test_fraction=0.15, purge_bars=20, min_split_rows=10, symbol="X"
+        )
 
 
 @pytest.mark.parametrize("kind", ["standard", "robust", "minmax"])
@@ -79,20 +80,23 @@ def test_scalers_fit_on_train_rows_only_and_json_matches_sklearn(kind):
         else:
             np.testing.assert_allclose(scaler.data_max_, train_rows.max(axis=0))
         offset, scale = affine_parameters(scaler)
-        np.testing.assert_allclose((train_rows - offset) / scale, scaler.transform(train_rows),
-                                   rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(
+            (train_rows - offset) / scale, scaler.transform(train_rows), rtol=1e-9, atol=1e-9
+        )
     params = scalers_to_json(scalers, ["a", "b"], kind)
     values = frame[["a", "b"]].to_numpy()
     scaled = apply_scalers_json(values, frame["symbol"].to_numpy(), params)
     for sym, idx in frame.groupby("symbol").indices.items():
-        np.testing.assert_allclose(scaled[idx], scalers[sym].transform(values[idx]), rtol=1e-5,
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            scaled[idx], scalers[sym].transform(values[idx]), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_scaler_parameters_for_an_unknown_symbol_are_an_error():
     frame = _frame()
-    labels, _ = assign_splits(frame, val_fraction=0.2, test_fraction=0.2, purge_bars=5,
-                              min_split_rows=5)
+    labels, _ = assign_splits(
+        frame, val_fraction=0.2, test_fraction=0.2, purge_bars=5, min_split_rows=5
+    )
     params = scalers_to_json(fit_scalers(frame, labels, ["a"], "standard"), ["a"], "standard")
     with pytest.raises(DataError, match="no scaler parameters for symbol"):
         apply_scalers_json(np.ones((2, 1)), np.array(["S0", "ZZZ"]), params)
@@ -121,17 +125,20 @@ def test_windows_never_cross_symbol_split_segment_or_missing_target():
         assert has_target[e]
     # and every admissible end is found (nothing dropped beyond the rules)
     brute = [
-        e for e in range(L - 1, n)
+        e
+        for e in range(L - 1, n)
         if len(set(instrument[e - L + 1 : e + 1])) == 1
         and len(set(segment[e - L + 1 : e + 1])) == 1
         and len(set(split[e - L + 1 : e + 1])) == 1
-        and split[e] != 3 and has_target[e]
+        and split[e] != 3
+        and has_target[e]
     ]
     assert list(ends) == brute
 
 
 def test_sequence_length_one_is_row_mode():
     n = 50
-    ends = valid_window_ends(np.zeros(n, int), np.zeros(n, int), np.zeros(n, np.int8),
-                             np.ones(n, bool), 1)
+    ends = valid_window_ends(
+        np.zeros(n, int), np.zeros(n, int), np.zeros(n, np.int8), np.ones(n, bool), 1
+    )
     assert list(ends) == list(range(n))

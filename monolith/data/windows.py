@@ -65,7 +65,11 @@ def valid_window_ends(
     ]
     idx = np.arange(n)
     block_start = np.maximum.accumulate(np.where(change, idx, 0))
-    ok = (idx - block_start + 1 >= sequence_length) & has_target & (split_code != _SPLIT_CODE["purge"])
+    ok = (
+        (idx - block_start + 1 >= sequence_length)
+        & has_target
+        & (split_code != _SPLIT_CODE["purge"])
+    )
     return idx[ok]
 
 
@@ -206,17 +210,16 @@ class WindowSource:
         if num_shards > 1:
             ds = ds.shard(num_shards, shard_index)
         if shuffle:
-            ds = ds.shuffle(max(1, len(ends) // num_shards + 1), seed=seed,
-                            reshuffle_each_iteration=True)
+            ds = ds.shuffle(
+                max(1, len(ends) // num_shards + 1), seed=seed, reshuffle_each_iteration=True
+            )
         if repeat:
             ds = ds.repeat()
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         options = tf.data.Options()
         # We shard by hand above; stop tf.distribute from sharding a second time.
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.OFF
-        )
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
     # -- materialised (evaluation, probes) ----------------------------------------------------
