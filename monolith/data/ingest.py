@@ -29,6 +29,7 @@ import glob
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ TIMESTAMP_CANDIDATES = ("timestamp", "time", "datetime", "date", "open_time")
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 # Columns that make a file a ready dataset rather than bare OHLCV.
 SEED_MARKERS = frozenset(
-    {c.lower() for c in TECHNICAL_COLUMNS[5:]} | {"llm_embedding", "hmm_regime", "level_sl", "level_tp"}
+    {c.lower() for c in TECHNICAL_COLUMNS[5:]}
+    | {"llm_embedding", "hmm_regime", "level_sl", "level_tp"}
 )
 SEED_NUMERIC_EXTRAS = ("hmm_regime", "level_sl", "level_tp")
 DEFAULT_BAD_TICK_RANGE_MULTIPLE = 50.0
@@ -81,7 +83,9 @@ def resolve_sources(source: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
+        found = sorted(
+            p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FILE_SUFFIXES
+        )
         where = f"folder {path}"
     else:
         found = sorted(
@@ -126,7 +130,10 @@ def read_market_data(
     paths = resolve_sources(source)
     parsed = [_read_file(path, index) for index, path in enumerate(paths)]
     passthrough = _common_passthrough(parsed)
-    combined = pd.concat([p.frame for p in parsed], ignore_index=True, copy=False)
+    combined = pd.concat(
+        [p.frame for p in parsed],
+        ignore_index=True,
+    )
     actions = [a for p in parsed for a in p.actions]
     frame, symbols = _clean(
         combined,
@@ -151,23 +158,42 @@ def read_market_data(
 # Reading one file
 
 
-def _read_bytes(path: Path) -> tuple[bytes, str]:
-    """The file's bytes and SHA-256, hashed while reading so the file is read once."""
+def _read_bytes(path: Path) -> tuple[bytes | bytearray, str]:
+    """The file's bytes and SHA-256, hashed while reading so the file is read once.
+
+    Read into one buffer of the file's size: collecting chunks and joining them would hold
+    the file twice at the peak.
+    """
     digest = hashlib.sha256()
-    chunks = []
     with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        data = bytearray(size)
+        view = memoryview(data)
+        filled = 0
+        while filled < size and (got := handle.readinto(view[filled : filled + _READ_CHUNK_BYTES])):
+            digest.update(view[filled : filled + got])
+            filled += got
+        view.release()
+        if filled < size:  # the file shrank while being read
+            del data[filled:]
+        # A file that grew while being read: take the rest too.
         while chunk := handle.read(_READ_CHUNK_BYTES):
             digest.update(chunk)
-            chunks.append(chunk)
-    return b"".join(chunks), digest.hexdigest()
+            data += chunk
+    return data, digest.hexdigest()
 
 
-def _read_table(path: Path, data: bytes) -> pa.Table:
+def _read_table(path: Path, data: bytes | bytearray) -> pa.Table:
+    # The system allocator returns freed blocks to the OS; Arrow's default pool keeps them,
+    # which would inflate the process's peak memory for the rest of the pipeline.
+    pool = pa.system_memory_pool()
     try:
         if path.suffix.lower() == ".csv":
             return pv.read_csv(
                 pa.BufferReader(data),
+                read_options=pv.ReadOptions(use_threads=False),
                 convert_options=pv.ConvertOptions(null_values=_CSV_NULLS, strings_can_be_null=True),
+                memory_pool=pool,
             )
         return pq.read_table(pa.BufferReader(data))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
@@ -227,9 +253,13 @@ def _read_file(path: Path, file_index: int) -> _FileFrame:
                 "'unix' was used as the time of the bar"
             )
         source_columns = {"volume": volume_name}
-        dropped = [originals[c] for c in names if c not in {"unix", "symbol", *PRICE_COLUMNS, volume_name}]
+        dropped = [
+            originals[c] for c in names if c not in {"unix", "symbol", *PRICE_COLUMNS, volume_name}
+        ]
     else:
-        required = ["timestamp", "symbol", *OHLCV_COLUMNS] if layout == "seed" else list(OHLCV_COLUMNS)
+        required = (
+            ["timestamp", "symbol", *OHLCV_COLUMNS] if layout == "seed" else list(OHLCV_COLUMNS)
+        )
         time_name = next((c for c in TIMESTAMP_CANDIDATES if c in columns), None)
         missing = [c for c in required if c not in columns]
         if time_name is None:
@@ -242,10 +272,7 @@ def _read_file(path: Path, file_index: int) -> _FileFrame:
         symbol = _symbols(path, columns.get("symbol"), n)
         source_columns = {"volume": "volume"}
         used = {time_name, "symbol", *OHLCV_COLUMNS}
-        if layout == "seed":
-            dropped = []
-        else:
-            dropped = [originals[c] for c in names if c not in used]
+        dropped = [] if layout == "seed" else [originals[c] for c in names if c not in used]
 
     frame = pd.DataFrame({"timestamp": ts, "symbol": symbol})
     for name in OHLCV_COLUMNS:
@@ -257,11 +284,15 @@ def _read_file(path: Path, file_index: int) -> _FileFrame:
         for name in names:
             if name in used:
                 continue
-            target = canonical.get(name, "llm_embedding" if name == "llm_embedding" else originals[name])
+            target = canonical.get(
+                name, "llm_embedding" if name == "llm_embedding" else originals[name]
+            )
             if target == "llm_embedding":
                 frame[target] = _embeddings(path, originals[name], columns[name])
-            elif target in TECHNICAL_COLUMNS or target in SEED_NUMERIC_EXTRAS or name.startswith(
-                "mcp_feature_"
+            elif (
+                target in TECHNICAL_COLUMNS
+                or target in SEED_NUMERIC_EXTRAS
+                or name.startswith("mcp_feature_")
             ):
                 frame[target] = _numeric(path, originals[name], columns[name])
             else:
@@ -349,8 +380,10 @@ def _timestamps_to_ns(path: Path, column: str, values: pa.ChunkedArray) -> np.nd
                 f"{path}: column {column!r}, {_row_label(path, index)}: missing timestamp"
             )
         stamps = pd.to_datetime(series)
-        stamps = stamps.dt.tz_localize("UTC") if stamps.dt.tz is None else stamps.dt.tz_convert("UTC")
-        return stamps.astype("datetime64[ns, UTC]").to_numpy().view("int64")
+        stamps = (
+            stamps.dt.tz_localize("UTC") if stamps.dt.tz is None else stamps.dt.tz_convert("UTC")
+        )
+        return pd.DatetimeIndex(stamps).as_unit("ns").asi8
     raw = pd.Series(values.to_pandas(), dtype=object)
     numeric = pd.to_numeric(raw, errors="coerce")
     if numeric.notna().all():
@@ -363,7 +396,7 @@ def _timestamps_to_ns(path: Path, column: str, values: pa.ChunkedArray) -> np.nd
             f"{path}: column {column!r}, {_row_label(path, index)}: unparseable timestamp "
             f"{raw.iloc[index]!r} (expected epoch seconds/milliseconds or ISO 8601)"
         )
-    return stamps.astype("datetime64[ns, UTC]").to_numpy().view("int64")
+    return pd.DatetimeIndex(stamps).as_unit("ns").asi8
 
 
 def _numeric(path: Path, column: str, values: pa.ChunkedArray) -> np.ndarray:
@@ -386,10 +419,11 @@ def _numeric(path: Path, column: str, values: pa.ChunkedArray) -> np.ndarray:
 
 
 def _symbols(path: Path, values: pa.ChunkedArray | None, n: int) -> pd.Series:
+    """The symbol column as Arrow-backed strings (no Python object per row)."""
     if values is None:
         # A file without a symbol column holds one instrument, named by the file.
-        return pd.Series([path.stem] * n, dtype=object)
-    series = pd.Series(values.to_pandas(), dtype=object)
+        return pd.Series(pa.repeat(pa.scalar(path.stem), n).to_pandas()).astype(str)
+    series = pd.Series(values.to_pandas())
     missing = series.isna().to_numpy()
     if missing.any():
         index = int(np.flatnonzero(missing)[0])
@@ -419,7 +453,9 @@ def _embeddings(path: Path, column: str, values: pa.ChunkedArray) -> pd.Series:
                 if len(floats) != width
                 else "holds a non-finite value"
             )
-            raise DataError(f"{path}: column {column!r}, {_row_label(path, index)}: embedding {problem}")
+            raise DataError(
+                f"{path}: column {column!r}, {_row_label(path, index)}: embedding {problem}"
+            )
         rows.append(floats)
     return pd.Series(rows, dtype=object)
 
@@ -441,15 +477,22 @@ def _common_passthrough(parsed: list[_FileFrame]) -> list[str]:
 # Cleaning
 
 
-def _examples(frame: pd.DataFrame, mask: np.ndarray, files: list[dict[str, Any]]) -> str:
-    """A few dropped bars, by time and by place in their file, so a person can look them up."""
-    picked = np.flatnonzero(mask)[:_EXAMPLES]
+def _examples(
+    picked: np.ndarray,
+    total: int,
+    columns: dict[str, np.ndarray],
+    files: list[dict[str, Any]],
+) -> str:
+    """A few dropped bars, by time and by place in their file, so a person can look them up.
+
+    ``picked`` are row positions in the combined frame's ``columns`` (timestamp, _file, _row).
+    """
     parts = []
-    for i in picked:
-        path = Path(files[int(frame["_file"].iat[i])]["path"])
-        when = pd.Timestamp(int(frame["timestamp"].iat[i]), tz="UTC").isoformat()
-        parts.append(f"{when} ({path.name} {_row_label(path, int(frame['_row'].iat[i]))})")
-    more = "" if mask.sum() <= _EXAMPLES else ", ..."
+    for i in picked[:_EXAMPLES]:
+        path = Path(files[int(columns["_file"][i])]["path"])
+        when = pd.Timestamp(int(columns["timestamp"][i]), tz="UTC").isoformat()
+        parts.append(f"{when} ({path.name} {_row_label(path, int(columns['_row'][i]))})")
+    more = "" if total <= _EXAMPLES else ", ..."
     return ", ".join(parts) + more
 
 
@@ -462,22 +505,31 @@ def _clean(
     bad_tick_range_multiple: float,
     actions: list[str],
 ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    # Cleaning works on plain arrays and a shrinking row selection (positions into ``frame``);
+    # every kept column is gathered once at the end, so no intermediate frame is copied.
     codes, names = pd.factorize(frame["symbol"], sort=True)
-    frame["_code"] = codes
     k = len(names)
+    columns = {
+        "timestamp": frame["timestamp"].to_numpy(),
+        "_file": frame["_file"].to_numpy(),
+        "_row": frame["_row"].to_numpy(),
+    }
 
     def per_symbol(mask: np.ndarray, code: np.ndarray) -> np.ndarray:
         return np.bincount(code[mask], minlength=k)
 
+    def examples(positions: np.ndarray, mask: np.ndarray) -> str:
+        picked = positions[mask]
+        return _examples(picked, len(picked), columns, files)
+
     counts: dict[str, np.ndarray] = {"rows_in": np.bincount(codes, minlength=k)}
-    ohlcv = frame[list(OHLCV_COLUMNS)].to_numpy(dtype=np.float64)
-    o, h, lo, c, v = ohlcv.T
+    o, h, lo, c, v = (frame[name].to_numpy(dtype=np.float64) for name in OHLCV_COLUMNS)
 
     # Row-level validity: each bar counted under the first rule it breaks.
-    finite = np.isfinite(ohlcv)
-    nan_inf = ~finite.all(axis=1)
+    finite = [np.isfinite(x) for x in (o, h, lo, c, v)]
+    nan_inf = ~np.logical_and.reduce(finite)
     with np.errstate(invalid="ignore"):
-        non_positive = ~nan_inf & ((ohlcv[:, :4] <= 0).any(axis=1))
+        non_positive = ~nan_inf & ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0))
         negative_volume = ~nan_inf & ~non_positive & (v < 0)
         impossible = (
             ~nan_inf
@@ -491,65 +543,84 @@ def _clean(
         ("negative_volume", negative_volume, "with negative volume"),
         ("impossible_bars", impossible, "impossible (high/low do not bracket open/close)"),
     )
+    every_row = np.arange(len(frame))
     for key, mask, what in rules:
         counts[key] = per_symbol(mask, codes)
         for s in np.flatnonzero(counts[key]):
             detail = ""
+            rows = mask & (codes == s)
             if key == "nan_inf_rows":
                 bad_cols = [
                     f"{col}: {int(n)}"
                     for col, n in zip(
-                        OHLCV_COLUMNS, (~finite[mask & (codes == s)]).sum(axis=0), strict=True
+                        OHLCV_COLUMNS, (np.count_nonzero(~f[rows]) for f in finite), strict=True
                     )
                     if n
                 ]
                 detail = f" (per column {', '.join(bad_cols)})"
             actions.append(
                 f"{names[s]}: dropped {counts[key][s]} bar(s) {what}{detail}: "
-                f"{_examples(frame, mask & (codes == s), files)}"
+                f"{examples(every_row, rows)}"
             )
     keep = ~(nan_inf | non_positive | negative_volume | impossible)
-    frame = frame.loc[keep]
+    del finite, nan_inf, non_positive, negative_volume, impossible
+    kept = np.flatnonzero(keep)
+    del keep
 
     # Deterministic order: symbol, time, then file order, so "first occurrence" is reproducible.
-    order = np.lexsort(
-        (frame["_row"].to_numpy(), frame["_file"].to_numpy(), frame["timestamp"].to_numpy(), frame["_code"].to_numpy())
-    )
-    frame = frame.iloc[order].reset_index(drop=True)
-    codes = frame["_code"].to_numpy()
-    ts = frame["timestamp"].to_numpy()
-    same_as_previous = np.zeros(len(frame), dtype=bool)
-    same_as_previous[1:] = (codes[1:] == codes[:-1]) & (ts[1:] == ts[:-1])
-    # Compare each duplicate with the occurrence that is kept (the first of its run).
-    kept_index = np.maximum.accumulate(np.where(same_as_previous, 0, np.arange(len(frame))))
-    values = frame[list(OHLCV_COLUMNS)].to_numpy()
-    conflicting = same_as_previous & (values != values[kept_index]).any(axis=1)
-    counts["duplicates_removed"] = per_symbol(same_as_previous, codes)
-    counts["duplicates_conflicting"] = per_symbol(conflicting, codes)
+    ts_all = columns["timestamp"]
+    order = np.lexsort((columns["_row"][kept], columns["_file"][kept], ts_all[kept], codes[kept]))
+    sel = kept[order]
+    del kept, order
+    sel_codes = codes[sel]
+    ts = ts_all[sel]
+    same_as_previous = np.zeros(len(sel), dtype=bool)
+    same_as_previous[1:] = (sel_codes[1:] == sel_codes[:-1]) & (ts[1:] == ts[:-1])
+    counts["duplicates_removed"] = per_symbol(same_as_previous, sel_codes)
+    if same_as_previous.any():
+        # Compare each duplicate with the occurrence that is kept (the first of its run).
+        kept_index = np.maximum.accumulate(np.where(same_as_previous, 0, np.arange(len(sel))))
+        dup = np.flatnonzero(same_as_previous)
+        first = sel[kept_index[dup]]
+        differs = np.zeros(len(dup), dtype=bool)
+        for x in (o, h, lo, c, v):
+            differs |= x[sel[dup]] != x[first]
+        conflicting = np.zeros(len(sel), dtype=bool)
+        conflicting[dup] = differs
+        del kept_index, dup, first, differs
+    else:
+        conflicting = same_as_previous
+    counts["duplicates_conflicting"] = per_symbol(conflicting, sel_codes)
     for s in np.flatnonzero(counts["duplicates_removed"]):
         actions.append(
             f"{names[s]}: removed {counts['duplicates_removed'][s]} duplicated timestamp(s), "
             f"keeping the first occurrence in file order; {counts['duplicates_conflicting'][s]} "
             "of them differed from the kept bar in OHLCV values"
         )
-    frame = frame.loc[~same_as_previous].reset_index(drop=True)
-    codes = frame["_code"].to_numpy()
+    if same_as_previous.any():
+        sel = sel[~same_as_previous]
+        sel_codes = codes[sel]
+    del same_as_previous, conflicting
 
     # Bad ticks: a range far beyond the symbol's typical range, judged on clean bars only.
-    log_range = np.log(frame["high"].to_numpy() / frame["low"].to_numpy())
-    median_range = pd.Series(log_range).groupby(codes).median().reindex(range(k)).to_numpy()
-    threshold = bad_tick_range_multiple * median_range[codes]
+    log_range = np.log(h[sel] / lo[sel])
+    median_range = pd.Series(log_range).groupby(sel_codes).median().reindex(range(k)).to_numpy()
+    threshold = bad_tick_range_multiple * median_range[sel_codes]
     bad_tick = (log_range > threshold) & (threshold > 0)
-    counts["bad_ticks"] = per_symbol(bad_tick, codes)
+    del log_range, threshold
+    counts["bad_ticks"] = per_symbol(bad_tick, sel_codes)
     for s in np.flatnonzero(counts["bad_ticks"]):
         actions.append(
             f"{names[s]}: dropped {counts['bad_ticks'][s]} bad tick(s) whose log(high/low) "
             f"exceeds {bad_tick_range_multiple:g} x the median {median_range[s]:.5f}: "
-            f"{_examples(frame, bad_tick & (codes == s), files)}"
+            f"{examples(sel, bad_tick & (sel_codes == s))}"
         )
-    frame = frame.loc[~bad_tick].reset_index(drop=True)
-    codes = frame["_code"].to_numpy()
-    ts = frame["timestamp"].to_numpy()
+    if bad_tick.any():
+        sel = sel[~bad_tick]
+        sel_codes = codes[sel]
+    del bad_tick
+    codes = sel_codes
+    ts = ts_all[sel]
 
     # Gaps against the inferred bar interval (median step); counted, never filled.
     counts["rows_out"] = np.bincount(codes, minlength=k)
@@ -567,7 +638,8 @@ def _clean(
     counts["gaps"] = per_symbol(is_gap, step_code)
     missing = np.where(is_gap, np.round(step_s / interval_per_step) - 1, 0).astype(np.int64)
     counts["missing_bars"] = np.bincount(step_code, weights=missing, minlength=k).astype(np.int64)
-    counts["zero_volume_bars"] = per_symbol(frame["volume"].to_numpy() == 0, codes)
+    counts["zero_volume_bars"] = per_symbol(v[sel] == 0, codes)
+    del step, within, step_s, step_code, interval_per_step, is_gap, missing
 
     symbols: dict[str, dict[str, Any]] = {}
     first_index = np.searchsorted(codes, np.arange(k), side="left")
@@ -589,7 +661,8 @@ def _clean(
     for s, name in enumerate(names):
         rows_out = int(counts["rows_out"][s])
         if rows_out < min_rows:
-            sources = sorted({files[i]["name"] for i in np.unique(frame["_file"][codes == s])})
+            file_ids = np.unique(columns["_file"][sel[codes == s]])
+            sources = sorted({files[i]["name"] for i in file_ids})
             raise DataError(
                 f"symbol {name!r} has {rows_out} row(s) after cleaning (of "
                 f"{counts['rows_in'][s]} read from {sources or 'its file(s)'}); at least "
@@ -611,11 +684,12 @@ def _clean(
     out = pd.DataFrame(
         {
             "timestamp": pd.DatetimeIndex(ts.view("datetime64[ns]"), tz="UTC"),
-            "symbol": frame["symbol"].astype(str).to_numpy(),
+            # Arrow-backed strings taken from the sorted names: no Python object per row.
+            "symbol": pd.Series(names).astype(str).array.take(codes),
         }
     )
-    for name in OHLCV_COLUMNS:
-        out[name] = frame[name].to_numpy(dtype=np.float64)
+    for name, values in zip(OHLCV_COLUMNS, (o, h, lo, c, v), strict=True):
+        out[name] = values[sel]
     for name in passthrough:
-        out[name] = frame[name].to_numpy()
+        out[name] = frame[name].to_numpy()[sel]
     return out, symbols

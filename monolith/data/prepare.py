@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,12 +82,14 @@ def load_source(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
         }
         return frame, report
     min_rows = cfg.sequence_length + cfg.label_horizon
-    return read_market_data(cfg.source, min_rows=min_rows)
+    return read_market_data(
+        cfg.source, min_rows=min_rows, bad_tick_range_multiple=cfg.bad_tick_range_multiple
+    )
 
 
 def _segments(frame: pd.DataFrame, gap_tolerance_bars: int) -> np.ndarray:
     """Per symbol, a new segment starts after a gap of more than the tolerated missing bars."""
-    ts = frame["timestamp"].to_numpy().astype("datetime64[ns]").astype(np.int64)
+    ts = pd.DatetimeIndex(frame["timestamp"]).as_unit("ns").asi8
     symbols = frame["symbol"].to_numpy()
     new_symbol = np.r_[True, symbols[1:] != symbols[:-1]]
     step = np.r_[0, np.diff(ts)]
@@ -221,10 +224,14 @@ def build_prepared_frame(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
         "segments": {
             str(sym): int(n) for sym, n in frame.groupby("symbol")["segment"].max().add(1).items()
         },
-        "scaler": {"kind": cfg.scaler, "per": "symbol", "fitted_on": "train",
-                   "features": list(TECHNICAL_COLUMNS)},
-        "hmm": regime_model.describe() if hasattr(regime_model, "describe") else {
-            "n_states": cfg.hmm_states, "fitted_on": "train"},
+        "scaler": {
+            "kind": cfg.scaler,
+            "per": "symbol",
+            "fitted_on": "train",
+            "features": list(TECHNICAL_COLUMNS),
+        },
+        "hmm": regime_model.to_dict()
+        | {"fitted_on": "train rows only", "decoding": "causal forward filtering"},
         "rows": {
             "prepared": int(len(frame)),
             **{name: int((labels == name).sum()) for name in ("train", "val", "test", "purge")},
@@ -238,17 +245,60 @@ def build_prepared_frame(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
     return frame, metadata
 
 
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary-encoding: labels and codes, not floats or timestamps.
+
+    Float features are nearly all distinct, so a dictionary only costs a hash table per column
+    (several times the data at the write's peak) before Parquet falls back to plain encoding.
+    """
+    return [
+        f.name
+        for f in schema
+        if not (pa.types.is_floating(f.type) or pa.types.is_timestamp(f.type))
+    ]
+
+
+def _symbol_parts(frame: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Each symbol's rows in symbol order, as zero-copy row slices when the frame is grouped.
+
+    ``build_prepared_frame`` returns rows sorted by symbol, so each symbol is one contiguous
+    run and a slice (a view under copy-on-write) replaces groupby's gathered copy.
+    """
+    symbols = frame["symbol"]
+    if len(frame) == 0:
+        return
+    new = np.flatnonzero(symbols.iloc[1:].to_numpy() != symbols.iloc[:-1].to_numpy()) + 1
+    starts = np.r_[0, new]
+    stops = np.r_[new, len(frame)]
+    firsts = [symbols.iat[i] for i in starts]
+    if all(a < b for a, b in zip(firsts, firsts[1:], strict=False)):
+        for start, stop, symbol in zip(starts.tolist(), stops.tolist(), firsts, strict=True):
+            yield symbol, frame.iloc[start:stop]
+        return
+    for symbol, part in frame.groupby("symbol", sort=True):  # not grouped: gather
+        yield symbol, part.reset_index(drop=True)
+
+
 def write_prepared(frame: pd.DataFrame, metadata: dict, output: Path) -> None:
     """Write atomically: a temporary sibling folder renamed into place."""
     scalers = metadata.pop("_scalers")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     try:
-        for symbol, part in frame.groupby("symbol", sort=True):
+        # The system allocator hands the encoder's buffers back to the OS after each file;
+        # Arrow's default pool would keep them for the rest of the process.
+        pool = pa.system_memory_pool()
+        for symbol, part in _symbol_parts(frame):
             folder = tmp / DATASET_DIR / f"instrument={_safe_name(str(symbol))}"
             folder.mkdir(parents=True)
-            table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
-            pq.write_table(table, folder / "part-0.parquet")
+            table = pa.Table.from_pandas(part, preserve_index=False)
+            pq.write_table(
+                table,
+                folder / "part-0.parquet",
+                use_dictionary=_dictionary_columns(table.schema),
+                memory_pool=pool,
+            )
+            del table, part
         with open(tmp / SCALERS_PKL, "wb") as fh:
             pickle.dump(scalers, fh)
         columns = metadata["scaler"]["features"]

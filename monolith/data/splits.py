@@ -127,10 +127,17 @@ def fit_scalers(
         raise DataError(f"unknown scaler kind {kind!r}; allowed {sorted(_SCALERS)}")
     scalers: dict[str, object] = {}
     train = split == "train"
+    # Gathered per symbol, column by column: one symbol's train rows at a time rather than
+    # the whole feature matrix.
+    source = [frame[c].to_numpy(dtype=np.float64) for c in columns]
     for symbol, idx in frame.groupby("symbol", sort=True).indices.items():
         rows = idx[train[idx]]
+        values = np.empty((len(rows), len(columns)))
+        for j, column in enumerate(source):
+            np.take(column, rows, out=values[:, j])
         scaler = _SCALERS[kind]()
-        scaler.fit(frame[columns].to_numpy(dtype=np.float64)[rows])
+        scaler.fit(values)
+        del values
         scalers[str(symbol)] = scaler
     return scalers
 
@@ -172,9 +179,7 @@ def scalers_to_json(scalers: dict[str, object], columns: list[str], kind: str) -
     return out
 
 
-def apply_scalers_json(
-    values: np.ndarray, symbols: np.ndarray, scalers_json: dict
-) -> np.ndarray:
+def apply_scalers_json(values: np.ndarray, symbols: np.ndarray, scalers_json: dict) -> np.ndarray:
     """Scale ``values`` (rows x features) row-wise with each row's symbol parameters."""
     out = np.empty(values.shape, dtype=np.float32)
     for symbol, params in scalers_json["symbols"].items():
