@@ -21,14 +21,13 @@ import csv
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from monolith._atomic import atomic_directory
 from monolith.errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -112,10 +111,7 @@ def write_bundle(
     if output.exists() and not overwrite:
         raise BundleError(f"bundle {output} already exists; pass --overwrite to replace it")
     prepared_dir = Path(prepared_dir)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
-    try:
+    with atomic_directory(output) as tmp:
         model.save(tmp / MODEL_FILE)
         (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(model_config, indent=2, default=str))
         for name in (METADATA_FILE, SCALERS_PKL, SCALERS_JSON):
@@ -136,16 +132,6 @@ def write_bundle(
             "metrics": metrics,
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str))
-        if output.exists():
-            trash = output.with_name(f".{output.name}.old-{os.getpid()}")
-            os.replace(output, trash)
-            os.replace(tmp, output)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("bundle written to %s (%d files)", output, len(files) + 1)
     return output
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from _subprocess import run_script
 
 from monolith.contrastive.augment import (
     augment,
@@ -135,16 +132,6 @@ CROSS_REPLICA_SCRIPT = textwrap.dedent(
     }))
     """
 )
-
-
-def run_script(script: str) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT"))
-    return json.loads(line.removeprefix("RESULT"))
 
 
 def test_cross_replica_loss_and_gradients_equal_single_replica_on_global_batch() -> None:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from _subprocess import run_script
 
 import monolith.contrastive.trainer as trainer_module
 from monolith.config import TUNED_HYPERPARAMETERS, EvalConfig, InputSpec, ModelConfig, TrainConfig
@@ -293,18 +291,6 @@ print("RESULT" + json.dumps({
     "moved": moved,
 }))
 """
-
-
-def run_script(script: str) -> dict:
-    """Run ``script`` in a fresh interpreter (logical devices must precede TF start-up)."""
-    script = script.replace("TESTS_DIR", repr(str(Path(__file__).parent)))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT"))
-    return json.loads(line.removeprefix("RESULT"))
 
 
 def test_two_replica_mirrored_step_uses_half_the_global_batch_per_replica() -> None:

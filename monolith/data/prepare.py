@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -30,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from monolith._atomic import atomic_directory
 from monolith.config import DataConfig, InputSpec
 from monolith.data.features import (
     TECHNICAL_COLUMNS,
@@ -282,9 +280,7 @@ def _symbol_parts(frame: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
 def write_prepared(frame: pd.DataFrame, metadata: dict, output: Path) -> None:
     """Write atomically: a temporary sibling folder renamed into place."""
     scalers = metadata.pop("_scalers")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    try:
+    with atomic_directory(output) as tmp:
         # The system allocator hands the encoder's buffers back to the OS after each file;
         # Arrow's default pool would keep them for the rest of the process.
         pool = pa.system_memory_pool()
@@ -306,16 +302,6 @@ def write_prepared(frame: pd.DataFrame, metadata: dict, output: Path) -> None:
             json.dumps(scalers_to_json(scalers, columns, metadata["scaler"]["kind"]), indent=1)
         )
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
-        if output.exists():
-            trash = output.with_name(f".{output.name}.old-{os.getpid()}")
-            os.replace(output, trash)
-            os.replace(tmp, output)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def prepare_dataset(cfg: DataConfig, output: str | Path, *, overwrite: bool = False) -> dict:
