@@ -29,9 +29,9 @@ format: $(STAMP)
 	$(BIN)/ruff format monolith ray_jobs tests bench
 	$(BIN)/ruff check --fix monolith ray_jobs tests bench
 
-## data: prepare the default (synthetic) dataset under $(RUNS)/data
+## data: prepare the default (synthetic) dataset under $(RUNS)/prepared
 data: $(STAMP)
-	$(BIN)/monolith data prepare --config $(CONFIG) --output $(RUNS)/data --overwrite
+	$(BIN)/monolith data prepare --config $(CONFIG) --output $(RUNS)/prepared --overwrite
 
 ## train: prepare data, train the seed's best config in one process, verify the bundle
 train: $(STAMP)

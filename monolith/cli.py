@@ -235,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="override train.epochs")
     train.add_argument(
         "--data-cache",
-        default="runs/data",
-        help="where prepared datasets are cached (default runs/data)",
+        default="runs/cache/data",
+        help="where prepared datasets are cached (default runs/cache/data)",
     )
     train.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     train.set_defaults(func=cmd_train)
