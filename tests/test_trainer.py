@@ -286,6 +286,7 @@ print("RESULT" + json.dumps({
     "per_replica_batch": trainer.per_replica_batch,
     "seen": seen,
     "samples": trainer.last_samples_per_step,
+    "gathered": trainer.last_gathered_per_step,
     "loss": history.rows[0]["loss"],
     "val_ref_ntxent": history.rows[0]["val_ref_ntxent"],
     "moved": moved,
@@ -299,5 +300,7 @@ def test_two_replica_mirrored_step_uses_half_the_global_batch_per_replica() -> N
     assert result["per_replica_batch"] == TRAIN.batch_size // 2
     assert result["seen"] == [TRAIN.batch_size // 2]
     assert result["samples"] == TRAIN.batch_size
+    # Each replica's NT-Xent saw the whole gathered global batch, not its own half.
+    assert result["gathered"] == TRAIN.batch_size
     assert np.isfinite(result["loss"]) and np.isfinite(result["val_ref_ntxent"])
     assert result["moved"]

@@ -16,7 +16,8 @@ def nt_xent_loss(
     temperature: float,
     *,
     replica_context: tf.distribute.ReplicaContext | None = None,
-) -> tf.Tensor:
+    return_gathered: bool = False,
+) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
     """SimCLR's normalised-temperature cross-entropy over a batch of view pairs.
 
     Row i of ``z1`` and row i of ``z2`` are the two views of window i (the positive pair);
@@ -32,10 +33,13 @@ def nt_xent_loss(
         temperature: softmax temperature tau.
         replica_context: ``tf.distribute.get_replica_context()`` inside ``strategy.run``;
             None (or one replica) means the local batch is the whole batch.
+        return_gathered: also return the number of windows the loss saw (the gathered
+            global batch), so callers can show the negatives really span all replicas.
 
     Returns:
         A scalar: the mean loss over this replica's 2n anchors. Divide by the number of
-        replicas before summing gradients across them.
+        replicas before summing gradients across them. With ``return_gathered``, the
+        pair (loss, windows gathered).
     """
     z1 = tf.math.l2_normalize(z1, axis=1)
     z2 = tf.math.l2_normalize(z2, axis=1)
@@ -64,7 +68,8 @@ def nt_xent_loss(
     loss_2 = tf.nn.sparse_softmax_cross_entropy_with_logits(
         positives, tf.concat([logits_21, logits_22], axis=1)
     )
-    return tf.reduce_mean(tf.concat([loss_1, loss_2], axis=0))
+    loss = tf.reduce_mean(tf.concat([loss_1, loss_2], axis=0))
+    return (loss, total) if return_gathered else loss
 
 
 def alignment(z1: tf.Tensor, z2: tf.Tensor, alpha: float = 2.0) -> tf.Tensor:

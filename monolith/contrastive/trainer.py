@@ -124,6 +124,7 @@ class ContrastiveTrainer:
         self.wait = 0
         self.best_weights: list[np.ndarray] | None = None
         self.last_samples_per_step: int | None = None
+        self.last_gathered_per_step: int | None = None
         self._train_step = tf.function(self._distributed_step)
 
     # ---- one step -----------------------------------------------------------------------
@@ -145,7 +146,9 @@ class ContrastiveTrainer:
         with tf.GradientTape() as tape:
             out = self.model(stacked, training=True)
             z1, z2 = tf.split(out["projection"], 2, axis=0)
-            contrastive = nt_xent_loss(z1, z2, cfg.contrastive_temperature, replica_context=context)
+            contrastive, gathered = nt_xent_loss(
+                z1, z2, cfg.contrastive_temperature, replica_context=context, return_gathered=True
+            )
             reconstruction = tf.reduce_mean(tf.square(out["reconstruction"][:n] - window))
             penalty = tf.add_n(self.model.losses) if self.model.losses else tf.constant(0.0)
             loss = contrastive + cfg.reconstruction_weight * reconstruction + penalty
@@ -153,19 +156,22 @@ class ContrastiveTrainer:
         variables = self.model.trainable_variables
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return loss, contrastive, reconstruction, n
+        return loss, contrastive, reconstruction, n, tf.cast(gathered, tf.float32)
 
     def _distributed_step(self, iterator: Any, step: tf.Tensor) -> dict[str, tf.Tensor]:
         features, _ = next(iterator)
         features = {k: v for k, v in features.items() if k in self.model.input}
         per_replica = self.strategy.run(self._replica_step, args=(features, step))
         mean = tf.distribute.ReduceOp.MEAN
-        loss, contrastive, reconstruction, n = per_replica
+        loss, contrastive, reconstruction, n, gathered = per_replica
         return {
             "loss": self.strategy.reduce(mean, loss, axis=None),
             "contrastive": self.strategy.reduce(mean, contrastive, axis=None),
             "reconstruction": self.strategy.reduce(mean, reconstruction, axis=None),
             "samples": self.strategy.reduce(tf.distribute.ReduceOp.SUM, n, axis=None),
+            # Windows each replica's NT-Xent saw (mean over replicas): the global batch when
+            # the negatives are really gathered across workers, the local batch otherwise.
+            "gathered": self.strategy.reduce(mean, gathered, axis=None),
         }
 
     def _checked(self, dataset_fn: DatasetFn, skip: int) -> DatasetFn:
@@ -200,6 +206,7 @@ class ContrastiveTrainer:
             self.step += 1
             results.append({k: float(v) for k, v in out.items()})
         self.last_samples_per_step = int(results[-1]["samples"]) if results else None
+        self.last_gathered_per_step = int(results[-1]["gathered"]) if results else None
         return results
 
     # ---- the loop -----------------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""What the Ray entrypoints share: joining the cluster and addressing experiment storage."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from monolith.errors import ConfigError, StorageError
+
+log = logging.getLogger(__name__)
+
+
+def connect(local_cpus: int | None = None) -> str:
+    """Join the Ray cluster this job runs on, or start a local one when there is none.
+
+    Under ``ray job submit`` Ray sets ``RAY_ADDRESS`` to the cluster's GCS address. A
+    dashboard URL there means the caller meant to submit a job, not to run one here.
+    """
+    import ray
+
+    address = os.environ.get("RAY_ADDRESS")
+    if address and address.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"RAY_ADDRESS={address} is a dashboard URL: submit the job to it with "
+            "`make tune-cluster` (ray job submit) instead of running the entrypoint here"
+        )
+    if ray.is_initialized():
+        return "already connected"
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return address
+    # Embedded default: a local single-node cluster on the loopback interface.
+    ray.init(
+        num_cpus=local_cpus,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        log_to_driver=True,
+    )
+    return "local"
+
+
+def check_capacity(need: dict[str, float], what: str) -> None:
+    """Fail now, clearly, when the cluster can never fit ``need`` at once (a Train run
+    would otherwise wait forever for its workers)."""
+    import ray
+
+    have = ray.cluster_resources()
+    short = {k: (v, have.get(k, 0.0)) for k, v in need.items() if have.get(k, 0.0) + 1e-9 < v}
+    if short:
+        detail = ", ".join(f"{k}: needs {n:g}, cluster has {h:g}" for k, (n, h) in short.items())
+        raise ConfigError(f"{what} cannot be scheduled on this cluster ({detail})")
+
+
+def pyarrow_filesystem(uri: str, storage: dict[str, Any] | None) -> tuple[Any, str]:
+    """(filesystem, path) for Ray's ``storage_path`` / ``storage_filesystem``.
+
+    Local folders pass through (absolute); ``s3://`` URIs get a pyarrow S3 filesystem for the
+    configured endpoint (credentials: the standard AWS chain, never the config).
+    """
+    if not uri.startswith("s3://"):
+        path = Path(uri).resolve()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"experiment storage {path} is not writable: {exc}") from None
+        return None, str(path)
+    import pyarrow.fs as pafs
+
+    from monolith.storage import StorageSettings
+
+    settings = StorageSettings.from_mapping(storage or {})
+    kwargs: dict[str, Any] = {}
+    endpoint = settings.endpoint_url
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    if settings.region:
+        kwargs["region"] = settings.region
+    if settings.addressing_style == "virtual":
+        kwargs["force_virtual_addressing"] = True
+    return pafs.S3FileSystem(**kwargs), uri.removeprefix("s3://").rstrip("/")
