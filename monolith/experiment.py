@@ -65,10 +65,17 @@ def data_fingerprint(cfg: MonolithConfig) -> dict[str, Any]:
 
 
 def _read_json(uri: str, settings: dict) -> dict | None:
+    """The JSON document at ``uri``, or None when there is none (other errors raise)."""
     if is_remote(uri):
         from monolith import storage
 
-        return storage.read_json(uri, storage.StorageSettings.from_mapping(settings))
+        store = storage.StorageSettings.from_mapping(settings)
+        bucket, key = storage.parse_s3_uri(uri)
+        client = storage.s3_client(store)
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        if not any(o["Key"] == key for o in listed.get("Contents", [])):
+            return None
+        return storage.read_json(uri, store)
     path = Path(uri)
     return json.loads(path.read_text()) if path.is_file() else None
 

@@ -30,14 +30,14 @@ class TrainResult:
     test_metrics: dict[str, float]
 
 
-def train_dataset_fn(source: WindowSource, global_batch: int, seed: int):
+def train_dataset_fn(source: WindowSource, global_batch: int, seed: int, split: str = "train"):
     """The per-worker training stream: this worker's shard, per-replica batches, repeated."""
 
     def dataset_fn(context):
         if context is None:
-            return source.dataset("train", global_batch, seed=seed)
+            return source.dataset(split, global_batch, seed=seed)
         return source.dataset(
-            "train",
+            split,
             context.get_per_replica_batch_size(global_batch),
             seed=seed,
             num_shards=context.num_input_pipelines,
@@ -76,11 +76,17 @@ def train_on_prepared(
     checkpoint_dir: str | Path | None = None,
     evaluate_test: bool = True,
     source: WindowSource | None = None,
+    train_split: str = "train",
 ) -> TrainResult:
     """Train ``cfg`` on a prepared dataset under ``strategy`` (default: this process).
 
     ``checkpoint_dir``, when it holds a trainer checkpoint, is restored first so a restarted
     worker continues where it stopped.
+
+    ``train_split="train+val"`` is the final fit: the validation windows join training, so
+    validation can no longer choose anything: no early stopping, no best-epoch restore, the
+    model is the last epoch's (per-epoch validation metrics are then in-sample, reported
+    for monitoring only). The test split stays held out either way.
     """
     from monolith.contrastive.trainer import ContrastiveTrainer
 
@@ -89,17 +95,21 @@ def train_on_prepared(
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "state.json").is_file():
         trainer.restore_checkpoint(checkpoint_dir)
         log.info("resumed from %s at epoch %d", checkpoint_dir, trainer.epoch)
+    final_fit = train_split != "train"
     num_workers = max(1, trainer.num_replicas)
-    steps = source.steps_per_epoch("train", cfg.train.batch_size, num_shards=num_workers)
+    steps = source.steps_per_epoch(train_split, cfg.train.batch_size, num_shards=num_workers)
     probe_data = source.arrays("train", cfg.eval.probe_max_windows)
     history = trainer.fit(
-        train_dataset_fn(source, cfg.train.batch_size, cfg.train.seed),
+        train_dataset_fn(source, cfg.train.batch_size, cfg.train.seed, train_split),
         steps,
         source.arrays("val"),
         probe_data=probe_data,
         callbacks=callbacks,
+        select_on_validation=not final_fit,
     )
-    best = history.best_epoch
+    best = (
+        history.best_epoch if not final_fit else (len(history.rows) - 1 if history.rows else None)
+    )
     rows = history.rows
     metrics = dict(rows[best]) if best is not None and best < len(rows) else dict(rows[-1])
     test_metrics = evaluate_split(trainer, source, "test", probe_data) if evaluate_test else {}

@@ -54,6 +54,9 @@ class TuneSettings:
     max_failures: int = 2
     worker_max_failures: int = 3
     extra_resources: dict[str, float] = field(default_factory=dict)
+    # Refuse at once when the running cluster cannot fit one trial; off for autoscaling
+    # clusters, whose worker groups grow on demand.
+    check_capacity: bool = True
 
     def validate(self, where: str = "tune") -> TuneSettings:
         def bad(key: str, allowed: str) -> ConfigError:
@@ -78,7 +81,7 @@ class TuneSettings:
             not isinstance(self.max_epochs, int) or self.max_epochs < 1
         ):
             raise bad("max_epochs", "expected an integer >= 1 or null")
-        for key in ("use_gpu", "multivariate"):
+        for key in ("use_gpu", "multivariate", "check_capacity"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "expected true or false")
         for key, lo_open in (

@@ -31,12 +31,23 @@ def connect(local_cpus: int | None = None) -> str:
     if address:
         ray.init(address=address, log_to_driver=True)
         return address
-    # Embedded default: a local single-node cluster on the loopback interface.
+    # Embedded default: a fresh local single-node cluster on the loopback interface (never
+    # one recorded by `ray start` on this machine: address="local"). Its dashboard serves the
+    # State API that Ray Train's placement-group cleaner queries; naming it here (inherited
+    # by every worker) keeps the cleaner from scanning the machine for "the" cluster.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(
+        address="local",
         num_cpus=local_cpus,
         _node_ip_address="127.0.0.1",
         include_dashboard=True,
         dashboard_host="127.0.0.1",
+        dashboard_port=port,
         log_to_driver=True,
     )
     return "local"

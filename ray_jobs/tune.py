@@ -59,10 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="experiment storage: a folder or s3://bucket/prefix (default: tune.storage)",
     )
     parser.add_argument("--search-space", help="search space YAML (default: tune.search_space)")
-    parser.add_argument(
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted experiment: finished trials are kept, not re-run",
+    )
+    resume.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="resume the experiment if it exists, start it otherwise (for job retries)",
     )
     return parser
 
@@ -77,6 +83,7 @@ class Plan:
     warm_start: dict[str, Any] | None
     root: str  # <storage>/<name>
     storage: dict[str, Any]  # the config's storage: section (endpoint, region, ...)
+    resume: bool = False
 
     @property
     def metric(self) -> str:
@@ -128,23 +135,29 @@ def plan(args: argparse.Namespace) -> Plan:
     warm = _warm_start(settings, cfg, space)
     storage = dict(cfg.extra.get("storage") or {})
     root = join(settings.storage, settings.name)
-    _check_storage(root, storage, args.resume)
+    resume = _check_storage(root, storage, args.resume, args.auto_resume)
     _check_data(cfg)
-    return Plan(cfg, settings, space, warm, root, storage)
+    return Plan(cfg, settings, space, warm, root, storage, resume)
 
 
-def _check_storage(root: str, storage: dict, resume: bool) -> None:
+def _check_storage(root: str, storage: dict, resume: bool, auto_resume: bool) -> bool:
+    """Storage is reachable, and the experiment exists exactly when resuming; returns
+    whether to resume."""
     tune_dir = join(root, TUNE_DIR)
     if root.startswith("s3://"):
         from monolith import storage as s3
 
         settings = s3.StorageSettings.from_mapping(storage)
         s3.check_access(root, settings)
-        exists = s3.read_json(join(tune_dir, "tuner.pkl.json"), settings) is not None or bool(
-            s3.list_keys(tune_dir, settings, limit=1)
+        bucket, key = s3.parse_s3_uri(tune_dir)
+        listed = s3.s3_client(settings).list_objects_v2(
+            Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1
         )
+        exists = bool(listed.get("KeyCount"))
     else:
         exists = Path(tune_dir).exists()
+    if auto_resume:
+        return exists
     if resume and not exists:
         raise ConfigError(f"--resume: no experiment to resume at {tune_dir}")
     if exists and not resume:
@@ -152,6 +165,7 @@ def _check_storage(root: str, storage: dict, resume: bool) -> None:
             f"experiment {root} already exists: pass --resume to continue it, or choose a new "
             "--name"
         )
+    return resume
 
 
 def _check_data(cfg: MonolithConfig) -> None:
@@ -336,14 +350,15 @@ def run(args: argparse.Namespace) -> int:
     need["CPU"] = need.get("CPU", 0.0) + p.settings.driver_cpus
     # A local cluster gets enough logical CPUs for one trial even on a 2-core laptop.
     where = connect(local_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])))
-    check_capacity(need, f"a trial ({p.settings.num_workers} workers + driver)")
+    if p.settings.check_capacity:
+        check_capacity(need, f"a trial ({p.settings.num_workers} workers + driver)")
     log.info("ray: %s; experiment %s", where, p.root)
 
     from monolith.experiment import prepare_for_experiment
     from monolith.tuning import write_results
 
     prepared = prepare_for_experiment(p.cfg, p.root, p.storage)
-    tuner = _tuner(p, prepared, args.resume)
+    tuner = _tuner(p, prepared, p.resume)
     results = tuner.fit()
     records = _records(results)
     local_results = (

@@ -113,6 +113,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     flat = {k: v for k, v in loop_config.items() if not k.startswith("_")}
     cfg = config_from_dict(loop_config[BASE_CONFIG_KEY], "trial config").with_hyperparameters(flat)
     prepared = local_prepared(loop_config[PREPARED_KEY], loop_config.get(STORAGE_KEY) or {})
+    final = loop_config.get(FINAL_KEY)
     context = ray.train.get_context()
     # TF_CONFIG comes from Ray's TensorFlow backend; one worker needs no collective.
     strategy = (
@@ -131,10 +132,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             strategy=strategy,
             callbacks=[ReportToRay(cfg.train.epochs, started, resumed_at)],
             checkpoint_dir=resume,
-            evaluate_test=bool(loop_config.get(FINAL_KEY)),
+            evaluate_test=final is not None,
+            # The final fit trains on train+val for a fixed budget; trials select on val.
+            train_split="train+val" if final is not None else "train",
         )
-    final = loop_config.get(FINAL_KEY)
-    if final and context.get_world_rank() == 0:
-        from ray_jobs.train_final import write_final_bundle
+    if final is not None:
+        from ray_jobs.train_final import final_report_others, write_final_bundle
 
-        write_final_bundle(result, cfg, prepared, final)
+        if context.get_world_rank() == 0:
+            write_final_bundle(result, cfg, prepared, final)
+        else:
+            final_report_others(result)

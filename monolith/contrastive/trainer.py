@@ -221,6 +221,7 @@ class ContrastiveTrainer:
         epochs: int | None = None,
         callbacks: Iterable[EpochCallback] = (),
         initial_epoch: int | None = None,
+        select_on_validation: bool = True,
     ) -> History:
         """Train until ``epochs`` (default ``train.epochs``), early stopping or a callback stop.
 
@@ -236,6 +237,8 @@ class ContrastiveTrainer:
             callbacks: objects with ``on_epoch_end(epoch, metrics, trainer)``.
             initial_epoch: the first epoch to run; None continues from ``self.epoch`` (0 for
                 a fresh trainer, the saved epoch after ``restore_checkpoint``).
+            select_on_validation: early stopping and best-epoch restore on the validation
+                objective; False when validation windows are part of training (final fit).
 
         Returns:
             The ``History`` of all epochs so far. The best epoch's weights are restored.
@@ -271,7 +274,7 @@ class ContrastiveTrainer:
             metrics = {"loss": train_loss, **evaluate_epoch(self.model, evaluator)}
             # Workers must agree on decisions: average what is compared across replicas.
             metrics[monitor] = self._agree(metrics[monitor], tf.distribute.ReduceOp.MEAN)
-            stop = self._early_stopping(epoch, metrics[monitor])
+            stop = self._early_stopping(epoch, metrics[monitor]) and select_on_validation
             self.rows.append({"epoch": float(epoch), **metrics})
             self.epoch = epoch + 1
             for callback in callbacks:
@@ -287,7 +290,7 @@ class ContrastiveTrainer:
             )
             if stop:
                 break
-        if self.best_weights is not None:
+        if self.best_weights is not None and select_on_validation:
             self.model.set_weights(self.best_weights)
         return self.history()
 

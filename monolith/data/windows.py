@@ -130,6 +130,8 @@ class WindowSource:
         self._ends = {
             name: all_ends[self.split_code[all_ends] == _SPLIT_CODE[name]] for name in SPLITS
         }
+        # The final job trains on train and validation together (the test split stays out).
+        self._ends["train+val"] = np.concatenate([self._ends["train"], self._ends["val"]])
         self.timestamps = frame["timestamp"].to_numpy()
         self.spec = InputSpec(
             sequence_length=self.sequence_length,
@@ -148,7 +150,7 @@ class WindowSource:
     # -- sizes -------------------------------------------------------------------------------
     def window_ends(self, split: str) -> np.ndarray:
         if split not in self._ends:
-            raise DataError(f"unknown split {split!r}; allowed {list(SPLITS)}")
+            raise DataError(f"unknown split {split!r}; allowed {list(self._ends)}")
         return self._ends[split]
 
     def num_windows(self, split: str) -> int:

@@ -1,0 +1,231 @@
+"""The tune job on a real local Ray cluster (head + worker node, token auth), submitted with
+``ray job submit`` as ``make tune-cluster`` does.
+
+One experiment shows the distributed mechanics at once: 2 workers per trial training
+together on the gathered global batch, a Train worker killed mid-trial and the trial
+resuming from its checkpoint, ASHA stopping a trial that was built to lose, and the
+results agreeing with the trials. A second experiment has its job driver killed and is
+completed with ``--resume`` without re-running finished trials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from tests.ray_cluster import LocalRayCluster, job_id_from
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+GOOD_LR = 0.0015562385502385044
+# Trials 2 and 3 draw from this space (TPE's random start-up, seeded). A learning rate of
+# 1e-9 leaves the encoder untrained: ASHA must stop such a trial at its first rung.
+SEARCH_SPACE = {
+    "learning_rate": {"type": "categorical", "choices": [GOOD_LR, 1.0e-9]},
+    "augmentation_type": {"type": "categorical", "choices": ["scaling", "jitter"]},
+}
+
+
+def tiny_config(tmp: Path, *, samples: int, epochs: int, seed: int, steps: int = 12) -> Path:
+    space = tmp / "space.yaml"
+    space.write_text(yaml.safe_dump(SEARCH_SPACE))
+    base = yaml.safe_load((Path(__file__).parents[1] / "configs" / "local.yaml").read_text())
+    base["data"]["synthetic"] = {"symbols": 3, "rows_per_symbol": 1200, "seed": 3}
+    base["train"].update(epochs=epochs, max_steps_per_epoch=steps, early_stopping_patience=5)
+    base["eval"].update(probe_max_windows=600, reference_batch_size=128)
+    base["tune"].update(
+        search_space=str(space),
+        num_samples=samples,
+        n_startup_trials=4,
+        seed=seed,
+        grace_period=1,
+        reduction_factor=2,
+        num_workers=2,
+        worker_max_failures=2,
+    )
+    path = tmp / "tune.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+def trial_dirs(experiment: Path) -> dict[int, Path]:
+    out = {}
+    for d in (experiment / "tune").glob("run_trial_*"):
+        out[int(d.name.split("_")[3])] = d
+    return out
+
+
+def reports(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = LocalRayCluster(head_cpus=1, worker_cpus=2)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def test_submission_without_the_token_is_refused(cluster: LocalRayCluster, tmp_path) -> None:
+    entry = ["python", "-c", "print('should never run')"]
+    missing = cluster.submit(entry, token=None, timeout=120)
+    assert missing.returncode != 0
+    assert "token" in (missing.stdout + missing.stderr).lower()
+    wrong = cluster.submit(entry, token="not-the-cluster-token", timeout=120)
+    assert wrong.returncode != 0
+    text = (wrong.stdout + wrong.stderr).lower()
+    assert "unauthenticated" in text or "token" in text
+    assert "should never run" not in wrong.stdout
+
+
+def _kill_a_train_worker_after_first_checkpoint(
+    cluster: LocalRayCluster, experiment: Path, deadline: float
+) -> int:
+    """SIGKILL one of this cluster's RayTrainWorkers during trial 1's second epoch.
+
+    The kill waits a moment after the first checkpoint lands, so that Ray Train has
+    registered it (a worker lost earlier loses that epoch too); epochs last several seconds.
+    """
+    while time.monotonic() < deadline:
+        if list((experiment / "train").glob("trial-*/checkpoint_*")):
+            time.sleep(1.5)
+            for proc in cluster.processes():
+                try:
+                    cmd = " ".join(proc.cmdline())
+                except psutil.NoSuchProcess:
+                    continue
+                if cmd.startswith("ray::RayTrainWorker"):
+                    proc.send_signal(signal.SIGKILL)
+                    return proc.pid
+        time.sleep(0.2)
+    raise AssertionError("no Train worker to kill before the deadline")
+
+
+def test_tune_job_on_the_cluster(cluster: LocalRayCluster, tmp_path: Path) -> None:
+    # Epochs of 40 steps: long enough for the worker kill to land mid-epoch.
+    config = tiny_config(tmp_path, samples=3, epochs=3, seed=3, steps=40)
+    storage = tmp_path / "experiments"
+    entry = ["python", "-m", "ray_jobs.tune", "--config", str(config), "--name", "it"]
+    entry += ["--storage", str(storage)]
+    submitted = cluster.submit(entry, wait=False, timeout=120)
+    assert submitted.returncode == 0, submitted.stderr
+    job = job_id_from(submitted.stdout + submitted.stderr)
+    killed = _kill_a_train_worker_after_first_checkpoint(
+        cluster, storage / "it", time.monotonic() + 300
+    )
+    status = cluster.wait_job(job, timeout=900)
+    logs = cluster.job_logs(job)
+    assert status == "SUCCEEDED", logs[-5000:]
+
+    experiment = storage / "it"
+    trials = pd.read_csv(experiment / "results" / "trials.csv")
+    assert list(trials["trial"]) == [1, 2, 3]
+    by_number = trial_dirs(experiment)
+    first = reports(by_number[1])
+
+    # 2 workers trained together: world size 2, and each worker's NT-Xent saw the gathered
+    # global batch (not its own half).
+    for number in (1, 2, 3):
+        for row in reports(by_number[number]):
+            assert row["world_size"] == 2
+            assert row["loss_windows_gathered"] == row["global_batch"] == row["samples_per_step"]
+
+    # The killed worker's trial resumed from its checkpoint: a later report says so, and
+    # the epochs run once each, in order, to the end.
+    assert killed > 0
+    assert [r["epoch"] for r in first] == [1, 2, 3]
+    assert max(r["resumed_at_epoch"] for r in first) >= 1, first
+    assert "resumes from" in logs
+
+    # The warm start (the base config's hyperparameters) is trial 1.
+    row1 = trials.loc[trials["trial"] == 1].iloc[0]
+    assert math.isclose(row1["config/learning_rate"], GOOD_LR)
+    assert row1["config/augmentation_type"] == "scaling"
+
+    # ASHA stopped the trial built to lose, at its first rung.
+    stopped = trials[trials["stop_reason"] == "stopped by ASHA"]
+    assert len(stopped) >= 1, trials[["trial", "config/learning_rate", "stop_reason"]]
+    assert (stopped["epochs_run"] < 3).all()
+    assert (
+        trials.loc[trials["config/learning_rate"] < 1e-6, "stop_reason"] != "completed (max epochs)"
+    ).all()
+
+    # best_config.json is the best trial of trials.csv, in the original's flat format.
+    best_cfg = json.loads((experiment / "results" / "best_config.json").read_text())
+    best_row = trials.loc[trials["objective"].idxmin()]
+    assert math.isclose(best_cfg["learning_rate"], best_row["config/learning_rate"])
+    assert best_cfg["augmentation_type"] == best_row["config/augmentation_type"]
+    assert {"dense_units", "lstm_units", "batch_size", "latent_dim"} <= set(best_cfg)
+    summary = json.loads((experiment / "results" / "summary.json").read_text())
+    assert summary["best_trial"] == int(best_row["trial"])
+
+    import optuna
+
+    study = optuna.load_study(
+        study_name="it", storage=f"sqlite:///{experiment / 'results' / 'optuna.db'}"
+    )
+    assert len(study.trials) == 3
+    assert math.isclose(study.best_value, best_row["objective"], rel_tol=1e-6)
+    assert list((by_number[1]).glob("events.out.tfevents.*")), "no TensorBoard log"
+
+
+def test_killed_driver_then_resume_keeps_finished_trials(
+    cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    config = tiny_config(tmp_path, samples=3, epochs=2, seed=5)
+    storage = tmp_path / "experiments"
+    entry = ["python", "-m", "ray_jobs.tune", "--config", str(config), "--name", "res"]
+    entry += ["--storage", str(storage)]
+    submitted = cluster.submit(entry, wait=False, timeout=120)
+    assert submitted.returncode == 0, submitted.stderr
+    job = job_id_from(submitted.stdout + submitted.stderr)
+    experiment = storage / "res"
+
+    # Wait until trial 1 has finished and the experiment snapshot (every 5 s) has seen it.
+    deadline = time.monotonic() + 420
+    while time.monotonic() < deadline:
+        dirs = trial_dirs(experiment) if (experiment / "tune").is_dir() else {}
+        if 1 in dirs and any(r.get("done") for r in reports(dirs[1])):
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(cluster.job_logs(job)[-4000:])
+    time.sleep(8)
+    finished_before = (trial_dirs(experiment)[1] / "result.json").read_text()
+    drivers = []
+    for proc in cluster.processes():
+        try:
+            cmd = proc.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if "ray_jobs.tune" in cmd and str(config) in cmd and "python" in cmd[0]:
+            drivers.append(proc)
+    assert drivers, "the tune job's driver process was not found"
+    for proc in drivers:
+        proc.send_signal(signal.SIGKILL)
+    assert cluster.wait_job(job, timeout=120) in ("FAILED", "STOPPED")
+    assert not (experiment / "results" / "best_config.json").exists()
+
+    resumed = cluster.submit([*entry, "--resume"], wait=True, timeout=900)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
+    trials = pd.read_csv(experiment / "results" / "trials.csv")
+    assert len(trials) == 3 and trials["trial_id"].is_unique
+    assert set(trials["status"]) == {"TERMINATED"}
+    # The trial finished before the kill was kept, not re-run: its reports are unchanged.
+    assert (trial_dirs(experiment)[1] / "result.json").read_text() == finished_before
+    assert len(trial_dirs(experiment)) == 3
+    assert (experiment / "results" / "best_config.json").is_file()
