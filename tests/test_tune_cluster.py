@@ -97,12 +97,12 @@ def _kill_a_train_worker_after_first_checkpoint(
 ) -> int:
     """SIGKILL one of this cluster's RayTrainWorkers during trial 1's second epoch.
 
-    The kill waits a moment after the first checkpoint lands, so that Ray Train has
-    registered it (a worker lost earlier loses that epoch too); epochs last several seconds.
+    The kill waits for Tune to have trial 1's first report, so Ray Train has registered that
+    epoch's checkpoint (a worker lost earlier loses the epoch too); epochs last seconds.
     """
     while time.monotonic() < deadline:
-        if list((experiment / "train").glob("trial-*/checkpoint_*")):
-            time.sleep(1.5)
+        dirs = trial_dirs(experiment) if (experiment / "tune").is_dir() else {}
+        if 1 in dirs and reports(dirs[1]):
             for proc in cluster.processes():
                 try:
                     cmd = " ".join(proc.cmdline())
