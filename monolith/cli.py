@@ -1,4 +1,4 @@
-"""The ``monolith`` command: data preparation, single-process training, bundle inspection.
+"""The ``monolith`` command: data preparation, training, bundle inspection, publish and pull.
 
 Every ``MonolithError`` becomes one line on stderr and exit status 2; nothing half-written
 is left behind (each writer is atomic).
@@ -13,9 +13,13 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monolith.config import MonolithConfig, load_config
 from monolith.errors import ConfigError, MonolithError
+
+if TYPE_CHECKING:
+    from monolith.storage import StorageSettings
 
 log = logging.getLogger("monolith")
 
@@ -158,12 +162,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if _is_published(args.bundle):
+        from monolith.storage import pull_bundle
+
+        # A remote bundle (or a ``latest`` pointer) is pulled and verified in a temporary folder.
+        with tempfile.TemporaryDirectory(prefix="monolith-inspect-") as tmp:
+            local = pull_bundle(args.bundle, Path(tmp) / "bundle", _storage_settings(args))
+            return _inspect(local, args.bundle)
+    return _inspect(args.bundle, args.bundle)
+
+
+def _inspect(bundle: str | Path, label: str) -> int:
     from monolith.artifacts import load_bundle_model, verify_bundle
 
-    manifest = verify_bundle(args.bundle)
-    model = load_bundle_model(args.bundle, verify=False)
+    manifest = verify_bundle(bundle)
+    model = load_bundle_model(bundle, verify=False)
     config = manifest.get("config", {})
-    print(f"bundle {args.bundle}: {len(manifest['files'])} files verified (sha256 + size)")
+    print(f"bundle {label}: {len(manifest['files'])} files verified (sha256 + size)")
     print(f"  created  {manifest.get('created_utc')}")
     print(
         f"  model    {model.name}: {model.count_params():,} parameters, inputs "
@@ -183,11 +198,57 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- publish / pull ----------------------------------------------------------------------------
+def _storage_settings(args: argparse.Namespace) -> StorageSettings:
+    from monolith.storage import StorageSettings
+
+    if getattr(args, "config", None):
+        return StorageSettings.from_config(_config(args.config))
+    return StorageSettings()
+
+
+def _is_published(where: str) -> bool:
+    """An s3:// URI, or a ``<root>/<experiment>/latest`` pointer rather than a bundle folder."""
+    from monolith.artifacts import MANIFEST_FILE
+    from monolith.storage import LATEST_FILE, is_s3_uri
+
+    path = Path(where)
+    latest = path.name in ("latest", LATEST_FILE) and not (path / MANIFEST_FILE).is_file()
+    return is_s3_uri(where) or latest
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from monolith.storage import publish_bundle
+
+    uri = publish_bundle(
+        args.bundle,
+        args.dest,
+        args.experiment,
+        args.run_id,
+        _storage_settings(args),
+        create_bucket=args.create_bucket,
+        overwrite=args.overwrite,
+    )
+    print(f"published {args.bundle} -> {uri} (verified; latest for experiment {args.experiment})")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from monolith.artifacts import read_manifest
+    from monolith.storage import pull_bundle
+
+    dest = pull_bundle(args.uri, args.dest, _storage_settings(args), overwrite=args.overwrite)
+    files = len(read_manifest(dest)["files"]) + 1
+    print(f"pulled {args.uri} -> {dest}: {files} files verified (sha256 + size)")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monolith",
-        description="Monolith Tune: prepare market data, train and inspect MonolithModel bundles.",
+        description="Monolith Tune: prepare market data, train, inspect, publish and pull "
+        "MonolithModel bundles.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -245,8 +306,51 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect",
         help="verify a bundle's checksums, load its model safely, print its metrics",
     )
-    inspect.add_argument("bundle", help="bundle folder")
+    inspect.add_argument(
+        "bundle", help="bundle folder, s3:// bundle URI, or <root>/<experiment>/latest"
+    )
+    inspect.add_argument("--config", help="YAML config whose storage section to use")
     inspect.set_defaults(func=cmd_inspect)
+
+    publish = sub.add_parser(
+        "publish",
+        help="upload a bundle to S3-compatible storage (or a folder), verify it, mark it latest",
+        description="Upload BUNDLE to DEST/<experiment>/<run-id>/ (multipart for large files), "
+        "check every object's SHA-256 against the manifest, and only then point "
+        "DEST/<experiment>/latest.json at it. Re-running with the same run id is a no-op. "
+        "Credentials come from the standard AWS chain (environment, profile, web identity).",
+    )
+    publish.add_argument("bundle", help="bundle folder")
+    publish.add_argument("dest", help="s3://bucket/prefix, or a local folder")
+    publish.add_argument("--experiment", required=True, help="experiment name (a path segment)")
+    publish.add_argument("--run-id", required=True, help="run id (a path segment)")
+    publish.add_argument("--config", help="YAML config whose storage section to use")
+    publish.add_argument(
+        "--create-bucket", action="store_true", help="create the bucket if it does not exist"
+    )
+    publish.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a different bundle already published under this run id",
+    )
+    publish.set_defaults(func=cmd_publish)
+
+    pull = sub.add_parser(
+        "pull",
+        help="download a published bundle (or latest), verify it, place it atomically",
+        description="Download URI into a temporary folder next to DEST, verify every file "
+        "against the manifest (and the manifest against latest.json), then rename it to DEST. "
+        "A bundle that fails verification leaves nothing behind.",
+    )
+    pull.add_argument(
+        "uri",
+        help="s3://bucket/prefix/<experiment>/<run_id>, .../<experiment>/latest, or a local "
+        "published folder",
+    )
+    pull.add_argument("dest", help="bundle folder to create")
+    pull.add_argument("--config", help="YAML config whose storage section to use")
+    pull.add_argument("--overwrite", action="store_true", help="replace an existing DEST")
+    pull.set_defaults(func=cmd_pull)
     return parser
 
 

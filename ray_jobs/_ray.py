@@ -84,7 +84,7 @@ def pyarrow_filesystem(uri: str, storage: dict[str, Any] | None) -> tuple[Any, s
 
     settings = StorageSettings.from_mapping(storage or {})
     kwargs: dict[str, Any] = {}
-    endpoint = settings.endpoint_url
+    endpoint = settings.endpoint()  # the config, else AWS_ENDPOINT_URL
     if endpoint:
         scheme, _, host = endpoint.partition("://")
         kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")

@@ -16,3 +16,7 @@ def shared_data_dir() -> Path:
     if not SHARED_DATA_DIR.is_dir():
         pytest.skip("shared data folder ../shared/data/crypto-hourly not present")
     return SHARED_DATA_DIR
+
+
+# A real S3 endpoint (moto's server over HTTP on 127.0.0.1): s3_server, s3_env, s3_proxy.
+from s3_server import s3_env, s3_proxy, s3_server  # noqa: E402, F401
