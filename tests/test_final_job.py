@@ -1,0 +1,145 @@
+"""End to end on real parts: a tiny tune on a local Ray cluster with its experiment on an
+S3-protocol server (moto over HTTP on 127.0.0.1) -> the final job over 2 workers -> publish
+-> ``monolith pull`` -> load with safe_mode -> the same embeddings as the trained model.
+
+The cluster's nodes get the S3 endpoint and credentials from their environment, as the
+Kubernetes pods do from the ConfigMap and Secret; nothing secret travels in a job request.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.ray_cluster import LocalRayCluster
+from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY
+from tests.test_tune_cluster import tiny_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BUCKET = "monolith-e2e"
+
+
+@pytest.fixture(scope="module")
+def s3_cluster(s3_server):
+    s3_server.start()
+    s3_server.make_bucket(BUCKET)
+    cluster = LocalRayCluster(head_cpus=1, worker_cpus=2)
+    try:
+        cluster.start(extra_env=s3_server.env)
+        yield cluster, s3_server
+    finally:
+        cluster.stop()
+
+
+def _config(tmp: Path) -> Path:
+    path = tiny_config(tmp, samples=2, epochs=2, seed=3)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["storage"] = {"addressing_style": "path", "region": "us-east-1"}
+    cfg["final"] = {"epochs": 2, "num_workers": 2, "output": f"s3://{BUCKET}/bundles"}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _monolith(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "monolith"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_tune_then_final_job_then_pull_gives_the_trained_embeddings(
+    s3_cluster, tmp_path: Path
+) -> None:
+    cluster, s3 = s3_cluster
+    config = _config(tmp_path)
+    experiment = f"s3://{BUCKET}/experiments/e2e"
+
+    tune = cluster.submit(
+        ["python", "-m", "ray_jobs.tune", "--config", str(config), "--name", "e2e",
+         "--storage", f"s3://{BUCKET}/experiments"],
+        timeout=900,
+    )  # fmt: skip
+    assert tune.returncode == 0, (tune.stdout + tune.stderr)[-5000:]
+    client = s3.client()
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    for name in ("best_config.json", "trials.csv", "optuna.db"):
+        assert f"experiments/e2e/results/{name}" in keys
+    assert "experiments/e2e/prepared.json" in keys
+    assert any(k.startswith("experiments/e2e/tune/") for k in keys)
+
+    final_cmd = ["python", "-m", "ray_jobs.train_final", "--config", str(config)]
+    final_cmd += ["--experiment", experiment, "--output", f"s3://{BUCKET}/bundles"]
+    final = cluster.submit(final_cmd, timeout=900)
+    out = final.stdout + final.stderr
+    assert final.returncode == 0, out[-5000:]
+    line = next(x for x in final.stdout.splitlines() if x.startswith("FINAL_RESULT "))
+    result = json.loads(line.removeprefix("FINAL_RESULT "))
+    latest = json.loads(
+        client.get_object(Bucket=BUCKET, Key="bundles/e2e/latest.json")["Body"].read()
+    )
+    assert latest["run_id"] == result["run_id"]
+
+    env = {**s3.env, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    dest = tmp_path / "pulled"
+    pulled = _monolith("pull", f"s3://{BUCKET}/bundles/e2e/latest", str(dest), env=env)
+    assert pulled.returncode == 0, pulled.stderr[-3000:]
+    from monolith.artifacts import REQUIRED_FILES
+
+    for name in (*REQUIRED_FILES, "best_config.json", "test_metrics.json", "manifest.json"):
+        assert (dest / name).is_file(), name
+    best = json.loads((dest / "best_config.json").read_text())
+    published_best = json.loads(
+        client.get_object(Bucket=BUCKET, Key="experiments/e2e/results/best_config.json")[
+            "Body"
+        ].read()
+    )
+    assert best == published_best
+
+    # The pulled model embeds the first test windows exactly as the trained one did.
+    import os
+
+    from monolith.artifacts import load_bundle_model
+    from monolith.data.windows import WindowSource
+    from monolith.model.build import encoder_from
+    from monolith.storage import StorageSettings, download_directory
+    from ray_jobs.train_final import FINGERPRINT_WINDOWS
+
+    os.environ.update(s3.env)
+    prepared = download_directory(
+        f"{experiment}/prepared", tmp_path / "prepared", StorageSettings(addressing_style="path")
+    )
+    source = WindowSource(prepared)
+    features, _ = source.arrays("test", FINGERPRINT_WINDOWS)
+    latent = np.asarray(encoder_from(load_bundle_model(dest))(features, training=False))
+    assert latent.astype(np.float64).sum() == pytest.approx(result["embedding_sum"], rel=1e-5)
+    assert np.abs(latent.astype(np.float64)).sum() == pytest.approx(
+        result["embedding_abs_sum"], rel=1e-5
+    )
+
+    # Re-running the same final job is idempotent: nothing retrained, latest unchanged.
+    again = cluster.submit(final_cmd, timeout=600)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "already published" in again.stdout
+    latest_again = json.loads(
+        client.get_object(Bucket=BUCKET, Key="bundles/e2e/latest.json")["Body"].read()
+    )
+    assert latest_again == latest
+
+    # No credential string in job logs, published objects or the pulled bundle.
+    logs = out + tune.stdout + tune.stderr + again.stdout + again.stderr
+    for secret in (ACCESS_KEY_ID, SECRET_ACCESS_KEY):
+        assert secret not in logs
+        for path in dest.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
+        assert secret not in json.dumps(latest)
