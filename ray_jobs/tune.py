@@ -134,7 +134,11 @@ def plan(args: argparse.Namespace) -> Plan:
         cfg.data.sequence_length = max(cfg.data.sequence_length, int(longest))
     warm = _warm_start(settings, cfg, space)
     storage = dict(cfg.extra.get("storage") or {})
-    root = join(settings.storage, settings.name)
+    # Local storage is made absolute: trial workers run in their own working directories.
+    storage_root = settings.storage
+    if not storage_root.startswith("s3://"):
+        storage_root = str(Path(storage_root).resolve())
+    root = join(storage_root, settings.name)
     resume = _check_storage(root, storage, args.resume, args.auto_resume)
     _check_data(cfg)
     return Plan(cfg, settings, space, warm, root, storage, resume)
