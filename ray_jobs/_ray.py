@@ -53,6 +53,40 @@ def connect(local_cpus: int | None = None) -> str:
     return "local"
 
 
+def release_orphaned_reservations() -> int:
+    """Remove placement groups left by jobs that are no longer running; returns how many.
+
+    A driver killed at the wrong moment (between a Train run reserving its workers and Ray
+    Train's cleaner learning of the reservation) leaves a reservation nobody owns; on a
+    small cluster the next trial, e.g. after ``--resume``, would wait for it forever.
+    """
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray.util.state import list_jobs, list_placement_groups
+
+    try:
+        live = {j.job_id for j in list_jobs(limit=10_000) if j.status in ("RUNNING", "PENDING")}
+        live.add(ray.get_runtime_context().get_job_id())
+        groups = list_placement_groups(detail=True, limit=10_000)
+    except Exception as exc:  # the State API is an optimisation here, never a blocker
+        log.warning("could not list placement groups (%s); orphaned reservations stay", exc)
+        return 0
+    freed = 0
+    for group in groups:
+        if (
+            group.state in ("CREATED", "PENDING", "RESCHEDULING")
+            and not group.is_detached
+            and group.creator_job_id not in live
+        ):
+            remove_placement_group(
+                PlacementGroup(ray.PlacementGroupID.from_hex(group.placement_group_id))
+            )
+            freed += 1
+    if freed:
+        log.warning("removed %d placement group(s) left by jobs that are gone", freed)
+    return freed
+
+
 def check_capacity(need: dict[str, float], what: str) -> None:
     """Fail now, clearly, when the cluster can never fit ``need`` at once (a Train run
     would otherwise wait forever for its workers)."""

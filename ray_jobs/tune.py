@@ -348,12 +348,13 @@ def _publish_results(p: Plan, local_dir: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     p = plan(args)  # everything validated: only now ask Ray for resources
-    from ray_jobs._ray import check_capacity, connect
+    from ray_jobs._ray import check_capacity, connect, release_orphaned_reservations
 
     need = {k: v * p.settings.num_workers for k, v in p.settings.resources_per_worker().items()}
     need["CPU"] = need.get("CPU", 0.0) + p.settings.driver_cpus
     # A local cluster gets enough logical CPUs for one trial even on a 2-core laptop.
     where = connect(local_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])))
+    release_orphaned_reservations()
     if p.settings.check_capacity:
         check_capacity(need, f"a trial ({p.settings.num_workers} workers + driver)")
     log.info("ray: %s; experiment %s", where, p.root)
