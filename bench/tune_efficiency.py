@@ -37,7 +37,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,47 +62,10 @@ _TRIAL_DIR = re.compile(r"^\w+?_([0-9a-f]{8})_(\d+)_")  # run_trial_<id>_<number
 # ---- child processes -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_local_ray(num_cpus: int, log_to_driver: bool) -> None:
-    """A private single-node cluster as ``ray_jobs._ray.connect`` starts one, with two guards
-    for a machine where other Ray clusters run (tests, ``make ray-up``):
-
-    - ``address="local"``: never join the cluster a ``ray start`` recorded in /tmp/ray;
-    - the dashboard URL exported to every Ray process as ``RAY_API_SERVER_ADDRESS``. Without it
-      Ray Train's detached PlacementGroupCleaner finds "its" cluster by scanning for gcs_server
-      processes, fails on "multiple active Ray instances", and the workers' placement group of
-      a trial that Tune stops is never freed: the next trial waits for workers forever.
-    """
-    port = _free_port()
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # raylet and workers inherit
-    import ray
-
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        _node_ip_address="127.0.0.1",
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=port,
-        log_to_driver=log_to_driver,
-    )
-
-
 def child_tune(spec: dict[str, Any]) -> int:
-    """This job, as ``python -m ray_jobs.tune ARGV`` runs it, on a cluster started as above."""
-    from monolith.config import load_config
-    from monolith.tuning import tune_settings
-    from ray_jobs import tune  # sets RAY_TRAIN_V2_ENABLED before Ray starts, as the job does
+    """This job, exactly as ``python -m ray_jobs.tune ARGV`` runs it (its own local cluster)."""
+    from ray_jobs import tune
 
-    settings = tune_settings(load_config(spec["config"]))
-    need = settings.num_workers * settings.cpus_per_worker + settings.driver_cpus
-    # The CPU count tune.run gives its embedded cluster.
-    _start_local_ray(max(os.cpu_count() or 1, math.ceil(need)), log_to_driver=True)
     return tune.main(spec["argv"])
 
 
@@ -243,7 +205,9 @@ def child_throughput(spec: dict[str, Any]) -> int:
     from monolith.config import load_config
 
     widest = max(w * c for w, c in spec["layouts"])
-    _start_local_ray(max(os.cpu_count() or 1, math.ceil(widest)), log_to_driver=False)
+    from ray_jobs._ray import connect
+
+    connect(local_cpus=max(os.cpu_count() or 1, math.ceil(widest)), log_to_driver=False)
     import ray.train
     from ray.train.tensorflow import TensorflowTrainer
 

@@ -12,7 +12,7 @@ from monolith.errors import ConfigError, StorageError
 log = logging.getLogger(__name__)
 
 
-def connect(local_cpus: int | None = None) -> str:
+def connect(local_cpus: int | None = None, log_to_driver: bool = True) -> str:
     """Join the Ray cluster this job runs on, or start a local one when there is none.
 
     Under ``ray job submit`` Ray sets ``RAY_ADDRESS`` to the cluster's GCS address. A
@@ -29,7 +29,7 @@ def connect(local_cpus: int | None = None) -> str:
     if ray.is_initialized():
         return "already connected"
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=log_to_driver)
         return address
     # Embedded default: a fresh local single-node cluster on the loopback interface (never
     # one recorded by `ray start` on this machine: address="local"). Its dashboard serves the
@@ -48,9 +48,24 @@ def connect(local_cpus: int | None = None) -> str:
         include_dashboard=True,
         dashboard_host="127.0.0.1",
         dashboard_port=port,
-        log_to_driver=True,
+        log_to_driver=log_to_driver,
     )
     return "local"
+
+
+def run_entrypoint(parser: Any, run: Any, argv: list[str] | None = None) -> int:
+    """``main`` of a Ray job: parse, run; a MonolithError is one ``error:`` line, exit 2."""
+    import sys
+
+    from monolith.errors import MonolithError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except MonolithError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def release_orphaned_reservations() -> int:

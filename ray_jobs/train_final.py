@@ -336,13 +336,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except MonolithError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from ray_jobs._ray import run_entrypoint
+
+    return run_entrypoint(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

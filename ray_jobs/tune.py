@@ -37,7 +37,7 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 
 from monolith.config import MonolithConfig, load_config  # noqa: E402
-from monolith.errors import ConfigError, MonolithError  # noqa: E402
+from monolith.errors import ConfigError  # noqa: E402
 from monolith.experiment import RESULTS_DIR, TUNE_DIR, join  # noqa: E402
 from monolith.search_space import SearchSpace, check_against_config, load_search_space  # noqa: E402
 from monolith.tuning import TrialRecord, TuneSettings, tune_settings, with_epochs  # noqa: E402
@@ -399,13 +399,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except MonolithError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from ray_jobs._ray import run_entrypoint
+
+    return run_entrypoint(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
