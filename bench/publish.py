@@ -4,9 +4,10 @@ One moto S3 server (``python -m moto.server``, started here, HTTP on 127.0.0.1) 
 synthetic bundle: the six required files, the model file filled with ``--size-mb`` MiB of
 random bytes, and its manifest. Each round measures:
 
-1. this: ``publish_bundle`` to a fresh run id: preflight, multipart upload with SHA-256
-   checksums and sha256 metadata, the local composite hashed alongside, every object verified
-   against the manifest, the listing checked, ``latest.json`` written;
+1. this: ``publish_bundle`` to a fresh run id: preflight, every file read once and sent with
+   SHA-256 checksums (per part) and sha256 metadata, its manifest SHA-256 checked on the same
+   bytes, every object verified against the server's checksum, the listing checked,
+   ``latest.json`` written;
 2. the baseline: a default boto3 client's ``upload_file`` of the same seven files, one after
    the other, to the same server with the same TransferConfig (part size, concurrency),
    nothing checked;

@@ -6,13 +6,16 @@ Layout, under a root that is ``s3://bucket/prefix`` or a local folder::
     <root>/<experiment>/latest.json    {"run_id", "uri", "manifest_sha256", "published_at"},
                                        rewritten only after the whole bundle is verified
 
-Integrity. Every object goes up with an S3 additional checksum (SHA-256, computed by botocore
-from the bytes it sends) and the file's hex SHA-256 as metadata (``x-amz-meta-sha256``). After
-the upload the server's size and checksum are compared with the manifest. A single-part object's
-checksum *is* the file's SHA-256. A multipart object's is composite (the SHA-256 of its parts'
-SHA-256s, shown as ``…-N``), which no whole-file hash can be compared with; so it is compared
-with the composite of the local file, computed in the same read that checks the local file's
-SHA-256 against the manifest. A server that reports no checksum is verified by reading back.
+Integrity. Every object goes up with an S3 additional checksum (SHA-256 of each request's
+bytes, hashed in the same read that checks the file's SHA-256 against the manifest) and the
+file's hex SHA-256 as metadata (``x-amz-meta-sha256``). After the upload the server's checksum
+of what it stored is compared with ours: from the upload's response where the server sends one
+(S3, MinIO), else from a HEAD (size, label and checksum). A single-part object's checksum *is*
+the file's SHA-256. A multipart object's is composite (the SHA-256 of its parts' SHA-256s,
+shown as ``…-N``), compared with the composite of the parts we sent; the manifest's SHA-256 is
+checked on the same bytes before the upload is completed, so a file that does not match its
+manifest never becomes an object. A server that reports no checksum is verified by reading
+back.
 
 Credentials come only from the standard boto3 chain (environment, profile, web identity): the
 config refuses them, and they are never logged or written. botocore logs signed request headers
@@ -218,15 +221,43 @@ def _hold_botocore_debug() -> None:
         botocore_log.setLevel(logging.INFO)
 
 
+_CLIENTS: dict[tuple[StorageSettings, bool, str], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _aws_environment_digest() -> str:
+    """A digest of the AWS_* environment the credential chain and endpoint resolve from."""
+    digest = hashlib.sha256()
+    for name in sorted(n for n in os.environ if n.startswith("AWS_")):
+        digest.update(f"{name}={os.environ[name]}\0".encode())
+    return digest.hexdigest()
+
+
 def s3_client(settings: StorageSettings | None = None, *, sign_payload: bool = True) -> Any:
     """A boto3 S3 client for ``settings``; credentials from the standard boto3 chain.
 
     ``sign_payload=False`` leaves request bodies out of the SigV4 signature, as botocore does
     by itself over HTTPS; only for uploads that carry a SHA-256 checksum header (signed, and
     checked by the server), where signing the body too would hash every byte twice.
+
+    Clients are thread-safe and cost ~15 ms to build, so one is kept per settings and AWS_*
+    environment (the key holds a digest of it, not its values): changed credentials, profile
+    or endpoint in the environment give a new client, and refreshable credentials (web
+    identity, SSO) refresh inside a kept one.
     """
     settings = settings or StorageSettings()
     _hold_botocore_debug()
+    key = (settings, sign_payload, _aws_environment_digest())
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is None:
+            if len(_CLIENTS) >= 16:
+                _CLIENTS.clear()
+            client = _CLIENTS[key] = _new_s3_client(settings, sign_payload)
+    return client
+
+
+def _new_s3_client(settings: StorageSettings, sign_payload: bool) -> Any:
     s3_options: dict[str, Any] = {"addressing_style": settings.addressing_style}
     if not sign_payload:
         s3_options["payload_signing_enabled"] = False
@@ -252,15 +283,6 @@ def _shared_loader() -> Any:
     return botocore.loaders.create_loader()
 
 
-def _background_priority() -> None:
-    # The local hashing runs beside an upload that needs the CPU more (and, against a local
-    # server, shares the cores with it): let it take what is idle. Linux threads have their
-    # own nice value; elsewhere this is a no-op.
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-
-
-# -- URIs ----------------------------------------------------------------------------------------
 def is_s3_uri(value: object) -> bool:
     return isinstance(value, str) and value.startswith("s3://")
 
@@ -631,54 +653,136 @@ class _Bucket:
             todo = [f for f, _ in failures]
 
     def _upload_and_verify(self, files: list[_File]) -> list[tuple[_File, BaseException]]:
+        """Upload ``files`` (up to ``max_concurrency`` requests in flight), each verified.
+
+        boto3's managed transfer cannot take per-part checksums it did not compute, so it would
+        hash every byte once more than we must: here each part is read once, hashed once for
+        its checksum header and once into the file's SHA-256, and sent as it is.
+        """
         failures: list[tuple[_File, BaseException]] = []
-        if not files:
-            return failures
-        uploaded = []
-        # Multipart files' local composites are hashed on a spare thread while they upload.
-        with (
-            ThreadPoolExecutor(1, initializer=_background_priority) as hasher,
-            create_transfer_manager(self.uploader, self.settings.transfer_config()) as manager,
-        ):
-            hashing = {
-                f.key: hasher.submit(self._composite, f)
+        with ThreadPoolExecutor(self.settings.max_concurrency) as pool:
+            singles = {
+                pool.submit(self._put_file, f): f
                 for f in files
-                if self.settings.part_size(f.size)
+                if not self.settings.part_size(f.size)
             }
-            transfers = [
-                (
-                    f,
-                    manager.upload(
-                        str(f.path),
-                        self.name,
-                        f.key,
-                        extra_args={
-                            "ChecksumAlgorithm": "SHA256",
-                            "Metadata": {SHA256_METADATA: f.sha256},
-                        },
-                    ),
-                )
-                for f in files
-            ]
-            for f, transfer in transfers:
+            for f in files:
+                if self.settings.part_size(f.size):
+                    try:
+                        self._multipart_file(f, pool)
+                    except Exception as exc:  # sorted into transient / fatal by the caller
+                        failures.append((f, exc))
+            for future, f in singles.items():
                 try:
-                    transfer.result()
-                    uploaded.append(f)
-                except Exception as exc:  # sorted into transient / fatal by the caller
+                    future.result()
+                except Exception as exc:
                     failures.append((f, exc))
-        for f in uploaded:
-            try:
-                if f.key in hashing:
-                    hashing[f.key].result()
-                problem = self._problem(f, self._head(f.key))
-            except Exception as exc:
-                failures.append((f, exc))
-                continue
-            if problem:
-                failures.append(
-                    (f, _Mismatch(f"{self.uri(f.key)} differs after upload: {problem}"))
-                )
         return failures
+
+    def _local_mismatch(self, file: _File, sha256_hex: str) -> BundleError:
+        return BundleError(
+            f"local file {file.path} changed or does not match its manifest: sha256 "
+            f"{sha256_hex[:12]}… != {file.sha256[:12]}…"
+        )
+
+    def _put_file(self, file: _File) -> None:
+        data = file.path.read_bytes()
+        digest = hashlib.sha256(data).digest()
+        if digest.hex() != file.sha256:
+            raise self._local_mismatch(file, digest.hex())
+        checksum = base64.b64encode(digest).decode()
+        out = self.uploader.put_object(
+            Bucket=self.name,
+            Key=file.key,
+            Body=data,
+            ChecksumSHA256=checksum,
+            Metadata={SHA256_METADATA: file.sha256},
+        )
+        self._verify(file, out.get("ChecksumSHA256"), checksum)
+
+    def _multipart_file(self, file: _File, pool: ThreadPoolExecutor) -> None:
+        part_size = self.settings.part_size(file.size) or file.size
+        started = self.uploader.create_multipart_upload(
+            Bucket=self.name,
+            Key=file.key,
+            ChecksumAlgorithm="SHA256",
+            Metadata={SHA256_METADATA: file.sha256},
+        )
+        upload_id = started["UploadId"]
+        # At most max_concurrency parts are read ahead and in flight (memory: parts x size).
+        slots = threading.BoundedSemaphore(self.settings.max_concurrency)
+        sent: list[Any] = []
+        try:
+            full, composite = hashlib.sha256(), hashlib.sha256()
+            with open(file.path, "rb") as fh:
+                while chunk := fh.read(part_size):
+                    digest = hashlib.sha256(chunk).digest()
+                    full.update(chunk)
+                    composite.update(digest)
+                    slots.acquire()
+                    if any(f.done() and f.exception() for f in sent):
+                        slots.release()
+                        break  # a part failed for good: stop reading, raise it below
+                    future = pool.submit(
+                        self._upload_part, file.key, upload_id, len(sent) + 1, chunk, digest
+                    )
+                    future.add_done_callback(lambda _: slots.release())
+                    sent.append(future)
+            parts = [f.result() for f in sent]  # raises a failed part's error
+            if full.hexdigest() != file.sha256:
+                raise self._local_mismatch(file, full.hexdigest())
+            expected = base64.b64encode(composite.digest()).decode()
+            self._composites[(file.path, part_size)] = (expected, len(parts))
+            out = self.uploader.complete_multipart_upload(
+                Bucket=self.name,
+                Key=file.key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            for future in sent:
+                future.cancel()
+            with contextlib.suppress(Exception):
+                self.uploader.abort_multipart_upload(
+                    Bucket=self.name, Key=file.key, UploadId=upload_id
+                )
+            raise
+        self._verify(file, out.get("ChecksumSHA256"), f"{expected}-{len(parts)}")
+
+    def _upload_part(
+        self, key: str, upload_id: str, number: int, data: bytes, digest: bytes
+    ) -> dict[str, Any]:
+        checksum = base64.b64encode(digest).decode()
+        out = self.uploader.upload_part(
+            Bucket=self.name,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=data,
+            ChecksumSHA256=checksum,
+        )
+        reported = out.get("ChecksumSHA256")
+        if reported and reported != checksum:
+            raise _Mismatch(
+                f"{self.uri(key)} part {number}: server checksum {reported} != {checksum}"
+            )
+        return {"PartNumber": number, "ETag": out["ETag"], "ChecksumSHA256": checksum}
+
+    def _verify(self, file: _File, reported: str | None, expected: str) -> None:
+        """The server's checksum of what it stored against ours; HEAD when it sent none."""
+        if reported:
+            # S3 and MinIO answer with the checksum of the stored object (a composite as
+            # "<base64>-<parts>"), computed from the bytes they received.
+            value, _, parts = reported.partition("-")
+            want, _, want_parts = expected.partition("-")
+            if value == want and (not parts or parts == want_parts):
+                return
+            raise _Mismatch(
+                f"{self.uri(file.key)} differs after upload: checksum {reported} != {expected}"
+            )
+        problem = self._problem(file, self._head(file.key))
+        if problem:
+            raise _Mismatch(f"{self.uri(file.key)} differs after upload: {problem}")
 
     def download(self, prefix: str, local: Path, *, check_labels: bool) -> int:
         """Download every object under ``prefix/`` into ``local``; returns the count.

@@ -376,6 +376,10 @@ def test_a_locally_corrupt_bundle_is_never_published(s3_env, bucket, fast, tmp_p
     keys = _keys(s3_env, bucket, "root/")
     assert LATEST_FILE not in {k.rpartition("/")[2] for k in keys}
     assert f"exp/run-1/{MANIFEST_FILE}" not in keys
+    # checked on the bytes being sent, before the upload completes: never an object at all
+    assert f"exp/run-1/{target}" not in keys
+    uploads = s3_env.client().list_multipart_uploads(Bucket=bucket, Prefix="root/")
+    assert not uploads.get("Uploads"), "the refused file's multipart upload was aborted"
 
 
 @pytest.mark.integration
