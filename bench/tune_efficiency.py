@@ -377,44 +377,49 @@ def _steady_epoch(reports: list[dict[str, Any]]) -> float | None:
 
 
 def trial_overheads(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per trial of this job: wall minus epoch compute, and where the rest goes.
+    """Per trial of this job: the wall it adds minus its epoch compute, and where it goes.
 
-    Epoch compute = epochs run x the trial's steady epoch (``_steady_epoch``), so epoch 1's
-    excess over a steady epoch counts as overhead; it is only known for trials of >= 2 epochs.
-    Trials run one at a time, so a trial's wall runs from its start to the next trial's start:
+    The cluster fits one trial's workers at a time (the next trial's driver and Train controller
+    may start early and wait: pipelining), so the trials' compute follows one another. Taken in
+    the order they finish, trial i's window runs from the previous trial's last report (for the
+    first: its own start) to its own last report; its overhead is that window minus its epochs
+    x its steady epoch (``_steady_epoch``), so epoch 1's excess over a steady epoch (tracing)
+    counts as overhead; it is only known for trials of >= 2 epochs. Split:
 
-    - ray_start_s: trial start -> its Train workers enter the worker loop (trainable, Train
-      controller, worker-group actors: process starts, imports, TF_CONFIG) = Tune's
-      ``time_total_s`` minus the worker's ``elapsed_seconds`` at the first report;
-    - worker_start_s: inside the worker before steady compute (TF import, MultiWorkerMirrored
-      setup, data, model and evaluator build, tracing), the rest of the in-trial overhead;
-    - gap_s: last report -> next trial's start (Train shutdown or Tune's stop, placement group
-      release, the next trial actor's start); the last trial gets the median of the others.
+    - ray_start_s: window start -> its Train workers enter the worker loop (the previous trial
+      stopped and its workers released, this trial's driver, controller and worker actors
+      started, imports, TF_CONFIG: what pipelining did not hide) = the worker's start, found
+      from the first report's time minus the worker's ``elapsed_seconds`` at it;
+    - worker_start_s: the rest (inside the worker before steady compute: TF import,
+      MultiWorkerMirrored setup, data, model and evaluator build, tracing).
+
+    ``overlapped`` marks a trial whose workers started before the previous one's last report
+    (two trials computing at once), where this attribution does not hold.
     """
     out = []
-    gaps = []
-    for this, following in zip(trials, trials[1:], strict=False):
-        gaps.append(following["start"] - this["reports"][-1]["time"])
-    for i, trial in enumerate(trials):
+    previous_end: float | None = None
+    for trial in sorted(trials, key=lambda t: t["reports"][-1]["time"]):
         reports = trial["reports"]
         first, last = reports[0], reports[-1]
+        loop_start = first["time"] - first["elapsed_seconds"]
+        window_start = trial["start"] if previous_end is None else previous_end
+        window_start = max(window_start, trial["start"])
         steady = _steady_epoch(reports)
         row: dict[str, Any] = {
             "trial": trial["trial"],
             "epochs": len(reports),
-            "wall_s": last["time_total_s"],
-            "ray_start_s": first["time_total_s"] - first["elapsed_seconds"],
+            "window_start_s": window_start,
+            "wall_s": last["time"] - window_start,
+            "ray_start_s": loop_start - window_start,
             "steady_epoch_s": steady,
-            "gap_s": gaps[i] if i < len(gaps) else (statistics.median(gaps) if gaps else 0.0),
-            "gap_estimated": i >= len(gaps),
+            "overlapped": previous_end is not None and loop_start < previous_end,
         }
         if steady is not None:
-            in_trial = last["time_total_s"] - len(reports) * steady
-            row["worker_start_s"] = in_trial - row["ray_start_s"]
-            row["overhead_s"] = in_trial + row["gap_s"]
-            row["wall_s"] += row["gap_s"]
+            row["overhead_s"] = row["wall_s"] - len(reports) * steady
+            row["worker_start_s"] = row["overhead_s"] - row["ray_start_s"]
         out.append(row)
-    return out
+        previous_end = last["time"]
+    return sorted(out, key=lambda r: r["trial"])
 
 
 def original_overheads(trials: list[dict], reports: list[dict]) -> list[dict[str, Any]]:
@@ -583,7 +588,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "overhead_trials_measured": sum(1 for r in overheads if "overhead_s" in r),
             "ray_start_median_s": _median(overheads, "ray_start_s"),
             "worker_start_median_s": _median(overheads, "worker_start_s"),
-            "gap_median_s": _median(overheads, "gap_s"),
+            "overlapped_trials": sum(1 for r in overheads if r["overlapped"]),
             "overheads": overheads,
             "trials": trials,
         },
@@ -666,12 +671,13 @@ def report(r: dict[str, Any], ok: dict[str, bool]) -> None:
     )
     row("per-trial overhead, max (s)", _fmt(job["overhead_max_s"]), _fmt(orig["overhead_max_s"]))
     print(
-        f"\n  overhead = trial wall - epochs x steady epoch (train + eval + report), over the "
+        f"\n  overhead = the wall a trial adds (previous trial's last report -> its own) - "
+        f"epochs x steady epoch (train + eval + report), over the "
         f"{job['overhead_trials_measured']} of {len(job['overheads'])} trials that ran >= 2 "
-        f"epochs; medians of its parts: Ray start-up before the worker loop "
+        f"epochs; medians of its parts: Ray start-up not hidden by pipelining (-> worker loop) "
         f"{_fmt(job['ray_start_median_s'])} s, worker start-up + tracing "
-        f"{_fmt(job['worker_start_median_s'])} s, last report -> next trial "
-        f"{_fmt(job['gap_median_s'])} s; Ray cluster start -> first trial "
+        f"{_fmt(job['worker_start_median_s'])} s; trials computing at once: "
+        f"{job['overlapped_trials']}; Ray cluster start -> first trial "
         f"{_fmt(job['first_trial_start_s'])} s"
     )
     print(f"  stop reasons (this job): {job['stop_reasons']}; warm start: this job only")

@@ -57,6 +57,13 @@ class TuneSettings:
     # Refuse at once when the running cluster cannot fit one trial; off for autoscaling
     # clusters, whose worker groups grow on demand.
     check_capacity: bool = True
+    # How often each trial's Train controller polls its workers (reports, health). Ray's
+    # default (2 s) adds up to a poll to each trial's start, to every report and to its end.
+    train_poll_interval_s: float = 0.25
+    # How long a trial's Train run waits for its worker group: with more concurrent trials
+    # than the cluster fits at once (pipelining: the next trial's driver and controller start
+    # while one trains) or an autoscaling cluster, a trial legitimately waits a trial's length.
+    worker_start_timeout_s: float = 1800.0
 
     def validate(self, where: str = "tune") -> TuneSettings:
         def bad(key: str, allowed: str) -> ConfigError:
@@ -89,12 +96,17 @@ class TuneSettings:
             ("gpus_per_worker", False),
             ("driver_cpus", True),
             ("reduction_factor", True),
+            ("train_poll_interval_s", True),
+            ("worker_start_timeout_s", True),
         ):
             value = getattr(self, key)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise bad(key, "expected a number >= 0")
             if lo_open and value == 0:
-                raise bad(key, "must be > 0 (Ray rejects a zero CPU share for the driver)")
+                why = (
+                    " (Ray rejects a zero CPU share for the driver)" if key == "driver_cpus" else ""
+                )
+                raise bad(key, f"must be > 0{why}")
         if self.reduction_factor <= 1:
             raise bad("reduction_factor", "expected a number > 1")
         if self.cpus_per_worker == 0 and self.gpus_per_worker == 0:

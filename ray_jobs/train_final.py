@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+# Ray Train hands it from this driver to its controller: poll the workers every 0.25 s, not 2 s.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 from monolith.config import MonolithConfig, _build, load_config  # noqa: E402
 from monolith.errors import ConfigError, MonolithError, StorageError  # noqa: E402

@@ -198,6 +198,9 @@ def run_trial(config: dict[str, Any], static: dict[str, Any]) -> None:
     from ray_jobs._ray import pyarrow_filesystem
 
     settings = TuneSettings(**static["settings"])
+    # Ray Train hands these from this driver to its controller (and workers).
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(settings.train_poll_interval_s)
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(settings.worker_start_timeout_s)
     fs, path = pyarrow_filesystem(static["train_storage"], static["storage"])
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = TensorflowTrainer(

@@ -103,3 +103,11 @@ def test_tune_settings_validation() -> None:
         TuneSettings(gpus_per_worker=1).validate()
     with pytest.raises(ConfigError, match="tune.name"):
         TuneSettings(name="a/b").validate()
+    with pytest.raises(
+        ConfigError, match=r"tune.train_poll_interval_s = 0 is invalid: must be > 0"
+    ):
+        TuneSettings(train_poll_interval_s=0).validate()
+    with pytest.raises(ConfigError, match=r"tune.worker_start_timeout_s = -1 is invalid"):
+        TuneSettings(worker_start_timeout_s=-1).validate()
+    with pytest.raises(ConfigError, match=r"tune.driver_cpus = 0 .*zero CPU share"):
+        TuneSettings(driver_cpus=0).validate()
