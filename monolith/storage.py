@@ -202,12 +202,12 @@ class StorageSettings:
             multipart_threshold=self.multipart_threshold_mb * _MIB,
             multipart_chunksize=self.multipart_chunksize_mb * _MIB,
             max_concurrency=self.max_concurrency,
-            # The classic manager's part size is the one we recompute composites with.
+            # Downloads only (uploads are ours); the classic manager, whichever is installed.
             preferred_transfer_client="classic",
         )
 
     def part_size(self, size: int) -> int | None:
-        """Part size s3transfer uses for a file of ``size`` bytes; None for a single PUT."""
+        """Part size for uploading ``size`` bytes (s3transfer's rule); None: a single PUT."""
         if size < self.multipart_threshold_mb * _MIB:
             return None
         return ChunksizeAdjuster().adjust_chunksize(self.multipart_chunksize_mb * _MIB, size)
@@ -353,6 +353,13 @@ class _File:
     key: str
     size: int
     sha256: str  # hex: what the object must hold (the manifest's entry, or the file's hash)
+
+
+def _local_mismatch(file: _File, sha256_hex: str) -> BundleError:
+    return BundleError(
+        f"local file {file.path} changed or does not match its manifest: sha256 "
+        f"{sha256_hex[:12]}… != {file.sha256[:12]}…"
+    )
 
 
 class _Bucket:
@@ -553,10 +560,7 @@ class _Bucket:
                 composite.update(part.digest())
                 parts += 1
         if full.hexdigest() != file.sha256:
-            raise BundleError(
-                f"local file {file.path} changed or does not match its manifest: sha256 "
-                f"{full.hexdigest()[:12]}… != {file.sha256[:12]}…"
-            )
+            raise _local_mismatch(file, full.hexdigest())
         out = (base64.b64encode(composite.digest()).decode(), parts)
         self._composites[(file.path, part_size)] = out
         return out
@@ -585,10 +589,7 @@ class _Bucket:
                 return None
             local = sha256_file(file.path)
             if local != file.sha256:
-                raise BundleError(
-                    f"local file {file.path} changed or does not match its manifest: sha256 "
-                    f"{local[:12]}… != {file.sha256[:12]}…"
-                )
+                raise _local_mismatch(file, local)
             return f"server checksum {remote[:12]}… != {file.sha256[:12]}…"
         expected, expected_parts = self._composite(file)
         if parts is not None and parts != expected_parts:
@@ -679,17 +680,11 @@ class _Bucket:
                     failures.append((f, exc))
         return failures
 
-    def _local_mismatch(self, file: _File, sha256_hex: str) -> BundleError:
-        return BundleError(
-            f"local file {file.path} changed or does not match its manifest: sha256 "
-            f"{sha256_hex[:12]}… != {file.sha256[:12]}…"
-        )
-
     def _put_file(self, file: _File) -> None:
         data = file.path.read_bytes()
         digest = hashlib.sha256(data).digest()
         if digest.hex() != file.sha256:
-            raise self._local_mismatch(file, digest.hex())
+            raise _local_mismatch(file, digest.hex())
         checksum = base64.b64encode(digest).decode()
         out = self.uploader.put_object(
             Bucket=self.name,
@@ -730,7 +725,7 @@ class _Bucket:
                     sent.append(future)
             parts = [f.result() for f in sent]  # raises a failed part's error
             if full.hexdigest() != file.sha256:
-                raise self._local_mismatch(file, full.hexdigest())
+                raise _local_mismatch(file, full.hexdigest())
             expected = base64.b64encode(composite.digest()).decode()
             self._composites[(file.path, part_size)] = (expected, len(parts))
             out = self.uploader.complete_multipart_upload(

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, S3Server, TcpProxy
+from test_bundle import TINY  # the same tiny model config the bundle tests use
 
 from monolith.artifacts import (
     MANIFEST_FILE,
@@ -51,22 +52,6 @@ FAST = {
     "max_attempts": 2,
     "connect_timeout_s": 2,
     "read_timeout_s": 5,
-}
-TINY = {
-    "data": {
-        "source": "synthetic",
-        "synthetic": {"symbols": 2, "rows_per_symbol": 700, "seed": 3},
-        "sequence_length": 8,
-        "label_horizon": 2,
-    },
-    "model": {
-        "dense_units": 16,
-        "lstm_units": 16,
-        "transformer_blocks": 1,
-        "transformer_heads": 2,
-        "latent_dim": 8,
-        "projection_dim": 8,
-    },
 }
 
 
