@@ -70,6 +70,7 @@ from monolith.artifacts import MANIFEST_FILE, REQUIRED_FILES, read_manifest, sha
 from monolith.artifacts import verify_bundle as _verify_bundle
 from monolith.config import _check_choice, _check_float, _check_int, _fail
 from monolith.errors import BundleError, ConfigError, MonolithError, StorageError
+from monolith.uri import is_s3_uri, parse_s3_uri
 
 if TYPE_CHECKING:
     from monolith.config import MonolithConfig
@@ -87,7 +88,6 @@ _FILE_BACKOFF_S = 0.5
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,127}")
 _RESERVED = ("latest", LATEST_FILE)  # names that mean the pointer, never a run
 _ENDPOINT = re.compile(r"https?://[^\s/@]+(/[^\s]*)?")
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]")
 _CREDENTIAL_WORDS = ("secret", "password", "token", "access_key", "credential")
 _BAD_CREDENTIALS = frozenset(
     {
@@ -283,22 +283,6 @@ def _shared_loader() -> Any:
     return botocore.loaders.create_loader()
 
 
-def is_s3_uri(value: object) -> bool:
-    return isinstance(value, str) and value.startswith("s3://")
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/a/b/`` -> ``("bucket", "a/b")``."""
-    if not is_s3_uri(uri):
-        raise ConfigError(f"{uri!r} is not an s3:// URI (expected s3://bucket/prefix)")
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    if not _BUCKET.fullmatch(bucket):
-        raise ConfigError(
-            f"{uri}: bucket name {bucket!r} is invalid: 3-63 lowercase letters, digits, '.', '-'"
-        )
-    return bucket, key.strip("/")
-
-
 def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
@@ -347,6 +331,16 @@ def _unreachable_reason(exc: BaseException, settings: StorageSettings) -> str:
 
 
 # -- one bucket ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: what a fingerprint needs, known without downloading it."""
+
+    uri: str
+    key: str
+    size: int
+    etag: str
+
+
 @dataclass(frozen=True)
 class _File:
     path: Path
@@ -464,6 +458,18 @@ class _Bucket:
             ):
                 for obj in page.get("Contents", []):
                     out[obj["Key"][len(start) :]] = obj["Size"]
+        return out
+
+    def list_info(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (a literal prefix, not a folder)."""
+        out: list[ObjectInfo] = []
+        with self.errors(f"listing {self.uri(prefix)}"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.name, Prefix=prefix
+            ):
+                for obj in page.get("Contents", []):
+                    etag = str(obj.get("ETag", "")).strip('"')
+                    out.append(ObjectInfo(self.uri(obj["Key"]), obj["Key"], obj["Size"], etag))
         return out
 
     def head(self, key: str) -> dict[str, Any] | None:
@@ -830,6 +836,49 @@ def check_access(
         _Bucket(bucket, settings or StorageSettings()).check(create=create_bucket)
     elif Path(uri).is_file():
         raise StorageError(f"{uri} is a file, expected a folder")
+
+
+def list_objects(
+    uri: str, settings: StorageSettings | None = None, *, literal_prefix: bool = False
+) -> list[ObjectInfo]:
+    """Every object under the folder ``uri`` (or, with ``literal_prefix``, whose key starts
+    with the URI's key), with size and ETag; the bucket is checked first."""
+    bucket_name, key = parse_s3_uri(uri)
+    bucket = _Bucket(bucket_name, settings or StorageSettings())
+    bucket.check()
+    prefix = key if literal_prefix or not key else f"{key}/"
+    return bucket.list_info(prefix)
+
+
+def object_info(uri: str, settings: StorageSettings | None = None) -> ObjectInfo | None:
+    """The object at ``uri`` (size, ETag), or None when there is none."""
+    bucket_name, key = parse_s3_uri(uri)
+    bucket = _Bucket(bucket_name, settings or StorageSettings())
+    head = bucket.head(key) if key else None
+    if head is None:
+        return None
+    return ObjectInfo(uri, key, int(head["ContentLength"]), str(head.get("ETag", "")).strip('"'))
+
+
+def read_object(uri: str, settings: StorageSettings | None = None) -> bytes:
+    """The bytes of one object; StorageError naming the URI when it is missing or unreadable."""
+    bucket_name, key = parse_s3_uri(uri)
+    bucket = _Bucket(bucket_name, settings or StorageSettings())
+    data = bucket.get_bytes(key)
+    if data is None:
+        raise StorageError(f"no object {uri} at storage endpoint {bucket.endpoint}")
+    return data
+
+
+def delete_prefix(uri: str, settings: StorageSettings | None = None) -> int:
+    """Delete every object under the folder ``uri``; returns how many were deleted."""
+    bucket_name, key = parse_s3_uri(uri)
+    if not key:
+        raise ConfigError(f"refusing to delete a whole bucket ({uri})")
+    bucket = _Bucket(bucket_name, settings or StorageSettings())
+    keys = [info.key for info in bucket.list_info(f"{key}/")]
+    bucket.delete(keys)
+    return len(keys)
 
 
 def upload_directory(

@@ -320,7 +320,7 @@ def test_too_short_symbol(tmp_path: Path) -> None:
 def test_empty_folder_and_glob(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no market data found at folder"):
         read_market_data(tmp_path)
-    with pytest.raises(DataError, match="no market data found at path or glob"):
+    with pytest.raises(DataError, match="no market data found at glob"):
         read_market_data(str(tmp_path / "*.csv"))
 
 

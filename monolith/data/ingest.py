@@ -25,11 +25,8 @@ on the final series but never filled: windowing decides what to do with them.
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +39,9 @@ import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
 from monolith.data.features import TECHNICAL_COLUMNS
+from monolith.data.sources import SourceFile, read_source, resolve_sources
 from monolith.errors import DataError
+from monolith.storage import StorageSettings
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +50,6 @@ OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
 CANONICAL_COLUMNS = ("timestamp", "symbol", *OHLCV_COLUMNS)
 # Searched in this order; the first present names the time column of a generic file.
 TIMESTAMP_CANDIDATES = ("timestamp", "time", "datetime", "date", "open_time")
-FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 # Columns that make a file a ready dataset rather than bare OHLCV.
 SEED_MARKERS = frozenset(
     {c.lower() for c in TECHNICAL_COLUMNS[5:]}
@@ -60,7 +58,6 @@ SEED_MARKERS = frozenset(
 SEED_NUMERIC_EXTRAS = ("hmm_regime", "level_sl", "level_tp")
 DEFAULT_BAD_TICK_RANGE_MULTIPLE = 50.0
 
-_READ_CHUNK_BYTES = 1 << 22
 _CSV_NULLS = ["", "NULL", "null", "NaN", "nan", "NA", "N/A", "None", "none"]
 # At most this many examples (time, file, line) are quoted per cleaning action.
 _EXAMPLES = 3
@@ -76,49 +73,31 @@ class _FileFrame:
     actions: list[str] = field(default_factory=list)
 
 
-def resolve_sources(source: str | Path) -> list[Path]:
-    """The data files named by ``source``: one file, every data file in a folder, or a glob."""
-    text = str(source)
-    path = Path(text).expanduser()
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        found = sorted(
-            p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FILE_SUFFIXES
-        )
-        where = f"folder {path}"
-    else:
-        found = sorted(
-            Path(p)
-            for p in glob.glob(str(path), recursive=True)
-            if Path(p).is_file() and Path(p).suffix.lower() in FILE_SUFFIXES
-        )
-        where = f"path or glob {text!r}"
-    if not found:
-        raise DataError(
-            f"no market data found at {where}: expected a .csv/.parquet/.pq file, a folder "
-            "holding such files, or a glob matching them"
-        )
-    return found
-
-
 def read_market_data(
-    source: str | Path,
+    source: str | Path | None = None,
     *,
     min_rows: int = 1,
     bad_tick_range_multiple: float = DEFAULT_BAD_TICK_RANGE_MULTIPLE,
+    settings: StorageSettings | None = None,
+    files: list[SourceFile] | None = None,
+    symbols: frozenset[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read, validate and clean market data into the canonical frame.
 
     Args:
-        source: a CSV or Parquet file, a folder of them, or a glob.
+        source: a CSV or Parquet file, a folder of them, or a glob; local or ``s3://``.
         min_rows: the fewest rows a symbol may keep after cleaning.
         bad_tick_range_multiple: a bar whose log(high/low) exceeds this multiple of the
             symbol's median log range is a bad tick (dropped and counted).
+        settings: how to reach S3 (endpoint, region); credentials from the AWS chain.
+        files: the files to read, already resolved (instead of ``source``).
+        symbols: keep only these symbols (a group of a preparation spread over a cluster);
+            None keeps every symbol.
 
     Returns:
         The canonical frame and a JSON-serialisable report (files with SHA-256, per-symbol
-        cleaning counts, human-readable actions).
+        cleaning counts, human-readable actions: per file in file order, then per symbol in
+        symbol order).
 
     Raises:
         DataError: naming the file, column, row and value for unusable input.
@@ -127,15 +106,18 @@ def read_market_data(
         raise DataError(
             f"bad_tick_range_multiple = {bad_tick_range_multiple!r} is invalid: must be > 1"
         )
-    paths = resolve_sources(source)
-    parsed = [_read_file(path, index) for index, path in enumerate(paths)]
+    if files is None:
+        if source is None:
+            raise DataError("read_market_data: give a source or the files to read")
+        files = resolve_sources(source, settings)
+    parsed = [_read_file(file, index, settings, symbols) for index, file in enumerate(files)]
     passthrough = _common_passthrough(parsed)
     combined = pd.concat(
         [p.frame for p in parsed],
         ignore_index=True,
     )
     actions = [a for p in parsed for a in p.actions]
-    frame, symbols = _clean(
+    frame, per_symbol = _clean(
         combined,
         passthrough=passthrough,
         files=[p.entry for p in parsed],
@@ -143,12 +125,12 @@ def read_market_data(
         bad_tick_range_multiple=bad_tick_range_multiple,
         actions=actions,
     )
-    report = {"files": [p.entry for p in parsed], "symbols": symbols, "actions": actions}
+    report = {"files": [p.entry for p in parsed], "symbols": per_symbol, "actions": actions}
     logger.info(
         "read %d rows of %d symbol(s) from %d file(s); %d cleaning action(s)",
         len(frame),
-        len(symbols),
-        len(paths),
+        len(per_symbol),
+        len(files),
         len(actions),
     )
     return frame, report
@@ -158,37 +140,12 @@ def read_market_data(
 # Reading one file
 
 
-def _read_bytes(path: Path) -> tuple[bytes | bytearray, str]:
-    """The file's bytes and SHA-256, hashed while reading so the file is read once.
-
-    Read into one buffer of the file's size: collecting chunks and joining them would hold
-    the file twice at the peak.
-    """
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        data = bytearray(size)
-        view = memoryview(data)
-        filled = 0
-        while filled < size and (got := handle.readinto(view[filled : filled + _READ_CHUNK_BYTES])):
-            digest.update(view[filled : filled + got])
-            filled += got
-        view.release()
-        if filled < size:  # the file shrank while being read
-            del data[filled:]
-        # A file that grew while being read: take the rest too.
-        while chunk := handle.read(_READ_CHUNK_BYTES):
-            digest.update(chunk)
-            data += chunk
-    return data, digest.hexdigest()
-
-
-def _read_table(path: Path, data: bytes | bytearray) -> pa.Table:
+def _read_table(path: SourceFile, data: bytes | bytearray) -> pa.Table:
     # The system allocator returns freed blocks to the OS; Arrow's default pool keeps them,
     # which would inflate the process's peak memory for the rest of the pipeline.
     pool = pa.system_memory_pool()
     try:
-        if path.suffix.lower() == ".csv":
+        if path.format == "csv":
             return pv.read_csv(
                 pa.BufferReader(data),
                 read_options=pv.ReadOptions(use_threads=False),
@@ -197,18 +154,23 @@ def _read_table(path: Path, data: bytes | bytearray) -> pa.Table:
             )
         return pq.read_table(pa.BufferReader(data))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise DataError(f"{path}: cannot be read as {path.suffix.lstrip('.')}: {exc}") from None
+        raise DataError(f"{path}: cannot be read as {path.format}: {exc}") from None
 
 
-def _row_label(path: Path, index: int) -> str:
+def _row_label(path: SourceFile, index: int) -> str:
     """Where data row ``index`` (0-based) sits in the file, as a person would look for it."""
-    if path.suffix.lower() == ".csv":
+    if path.format == "csv":
         return f"line {index + 2} (data row {index + 1})"
     return f"row {index + 1}"
 
 
-def _read_file(path: Path, file_index: int) -> _FileFrame:
-    data, sha = _read_bytes(path)
+def _read_file(
+    path: SourceFile,
+    file_index: int,
+    settings: StorageSettings | None = None,
+    symbols: frozenset[str] | None = None,
+) -> _FileFrame:
+    data, sha = read_source(path, settings)
     table = _read_table(path, data)
     names = [name.strip().lower() for name in table.column_names]
     seen: dict[str, str] = {}
@@ -232,8 +194,9 @@ def _read_file(path: Path, file_index: int) -> _FileFrame:
         layout = "generic"
 
     entry: dict[str, Any] = {
-        "path": str(path),
+        "path": path.uri,
         "name": path.name,
+        "format": path.format,
         "sha256": sha,
         "bytes": len(data),
         "rows": table.num_rows,
@@ -302,6 +265,8 @@ def _read_file(path: Path, file_index: int) -> _FileFrame:
         out.actions.append(f"{path.name} ({layout} layout): ignored column(s) {dropped}")
     frame["_file"] = np.int32(file_index)
     frame["_row"] = np.arange(n, dtype=np.int64)
+    if symbols is not None:
+        frame = frame.loc[frame["symbol"].isin(symbols).to_numpy()].reset_index(drop=True)
     out.frame = frame
     return out
 
@@ -336,7 +301,7 @@ def _cdd_date_mismatches(date: pa.ChunkedArray | None, ts_ns: np.ndarray) -> int
     return int(np.count_nonzero(present & (~valid | (seconds != expected))))
 
 
-def _epoch_to_ns(path: Path, column: str, values: pa.ChunkedArray) -> np.ndarray:
+def _epoch_to_ns(path: SourceFile, column: str, values: pa.ChunkedArray) -> np.ndarray:
     """Epoch numbers to int64 ns; the unit is decided per value by magnitude.
 
     Real exports mix units in one column (seconds in old rows, milliseconds in new ones), so a
@@ -363,7 +328,7 @@ def _epoch_to_ns(path: Path, column: str, values: pa.ChunkedArray) -> np.ndarray
     return np.round(numbers * factor).astype(np.int64)
 
 
-def _timestamps_to_ns(path: Path, column: str, values: pa.ChunkedArray) -> np.ndarray:
+def _timestamps_to_ns(path: SourceFile, column: str, values: pa.ChunkedArray) -> np.ndarray:
     """Any timestamp column (epoch numbers, Arrow timestamps/dates, ISO strings) to UTC ns.
 
     Naive times are taken as UTC: exchange data is published in UTC, and guessing a local
@@ -399,7 +364,7 @@ def _timestamps_to_ns(path: Path, column: str, values: pa.ChunkedArray) -> np.nd
     return pd.DatetimeIndex(stamps).as_unit("ns").asi8
 
 
-def _numeric(path: Path, column: str, values: pa.ChunkedArray) -> np.ndarray:
+def _numeric(path: SourceFile, column: str, values: pa.ChunkedArray) -> np.ndarray:
     """A numeric column as float64; nulls become NaN (counted later), text is an error."""
     kind = values.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind):
@@ -418,11 +383,13 @@ def _numeric(path: Path, column: str, values: pa.ChunkedArray) -> np.ndarray:
     return numbers
 
 
-def _symbols(path: Path, values: pa.ChunkedArray | None, n: int) -> pd.Series:
+def _symbols(path: SourceFile, values: pa.ChunkedArray | None, n: int) -> pd.Series:
     """The symbol column as Arrow-backed strings (no Python object per row)."""
     if values is None:
-        # A file without a symbol column holds one instrument, named by the file.
-        return pd.Series(pa.repeat(pa.scalar(path.stem), n).to_pandas()).astype(str)
+        # A file without a symbol column holds one instrument: named by its hive folder
+        # (symbol=BTCUSDT/...) or else by the file.
+        name = path.symbol_hint or path.stem
+        return pd.Series(pa.repeat(pa.scalar(name), n).to_pandas()).astype(str)
     series = pd.Series(values.to_pandas())
     missing = series.isna().to_numpy()
     if missing.any():
@@ -431,7 +398,7 @@ def _symbols(path: Path, values: pa.ChunkedArray | None, n: int) -> pd.Series:
     return series.astype(str).str.strip()
 
 
-def _embeddings(path: Path, column: str, values: pa.ChunkedArray) -> pd.Series:
+def _embeddings(path: SourceFile, column: str, values: pa.ChunkedArray) -> pd.Series:
     """``llm_embedding`` as lists of floats of one width, every value finite."""
     raw = values.to_pylist()
     rows: list[list[float]] = []
@@ -476,6 +443,16 @@ def _common_passthrough(parsed: list[_FileFrame]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # Cleaning
 
+# Each rule that removes bars, and how an error message names it.
+_REMOVAL_RULES = (
+    ("nan_inf_rows", "with NaN/inf in OHLCV"),
+    ("non_positive_prices", "with a non-positive price"),
+    ("negative_volume", "with negative volume"),
+    ("impossible_bars", "impossible (high/low not bracketing open/close)"),
+    ("duplicates_removed", "duplicated timestamps"),
+    ("bad_ticks", "bad ticks"),
+)
+
 
 def _examples(
     picked: np.ndarray,
@@ -489,9 +466,13 @@ def _examples(
     """
     parts = []
     for i in picked[:_EXAMPLES]:
-        path = Path(files[int(columns["_file"][i])]["path"])
+        entry = files[int(columns["_file"][i])]
         when = pd.Timestamp(int(columns["timestamp"][i]), tz="UTC").isoformat()
-        parts.append(f"{when} ({path.name} {_row_label(path, int(columns['_row'][i]))})")
+        row = int(columns["_row"][i])
+        label = (
+            f"line {row + 2} (data row {row + 1})" if entry["format"] == "csv" else f"row {row + 1}"
+        )
+        parts.append(f"{when} ({entry['name']} {label})")
     more = "" if total <= _EXAMPLES else ", ..."
     return ", ".join(parts) + more
 
@@ -515,6 +496,10 @@ def _clean(
         "_row": frame["_row"].to_numpy(),
     }
 
+    # Actions are kept per symbol and listed in symbol order at the end, so the report reads
+    # the same however the symbols were grouped (one process, or groups over a cluster).
+    symbol_actions: list[list[str]] = [[] for _ in range(k)]
+
     def per_symbol(mask: np.ndarray, code: np.ndarray) -> np.ndarray:
         return np.bincount(code[mask], minlength=k)
 
@@ -523,6 +508,7 @@ def _clean(
         return _examples(picked, len(picked), columns, files)
 
     counts: dict[str, np.ndarray] = {"rows_in": np.bincount(codes, minlength=k)}
+    read_codes = codes  # per row read; ``codes`` follows the kept rows below
     o, h, lo, c, v = (frame[name].to_numpy(dtype=np.float64) for name in OHLCV_COLUMNS)
 
     # Row-level validity: each bar counted under the first rule it breaks.
@@ -558,7 +544,7 @@ def _clean(
                     if n
                 ]
                 detail = f" (per column {', '.join(bad_cols)})"
-            actions.append(
+            symbol_actions[s].append(
                 f"{names[s]}: dropped {counts[key][s]} bar(s) {what}{detail}: "
                 f"{examples(every_row, rows)}"
             )
@@ -592,7 +578,7 @@ def _clean(
         conflicting = same_as_previous
     counts["duplicates_conflicting"] = per_symbol(conflicting, sel_codes)
     for s in np.flatnonzero(counts["duplicates_removed"]):
-        actions.append(
+        symbol_actions[s].append(
             f"{names[s]}: removed {counts['duplicates_removed'][s]} duplicated timestamp(s), "
             f"keeping the first occurrence in file order; {counts['duplicates_conflicting'][s]} "
             "of them differed from the kept bar in OHLCV values"
@@ -610,7 +596,7 @@ def _clean(
     del log_range, threshold
     counts["bad_ticks"] = per_symbol(bad_tick, sel_codes)
     for s in np.flatnonzero(counts["bad_ticks"]):
-        actions.append(
+        symbol_actions[s].append(
             f"{names[s]}: dropped {counts['bad_ticks'][s]} bad tick(s) whose log(high/low) "
             f"exceeds {bad_tick_range_multiple:g} x the median {median_range[s]:.5f}: "
             f"{examples(sel, bad_tick & (sel_codes == s))}"
@@ -661,11 +647,15 @@ def _clean(
     for s, name in enumerate(names):
         rows_out = int(counts["rows_out"][s])
         if rows_out < min_rows:
-            file_ids = np.unique(columns["_file"][sel[codes == s]])
+            file_ids = np.unique(columns["_file"][read_codes == s])
             sources = sorted({files[i]["name"] for i in file_ids})
+            removed = [
+                f"{int(counts[key][s])} {what}" for key, what in _REMOVAL_RULES if counts[key][s]
+            ]
+            why = f": removed {', '.join(removed)}" if removed else ""
             raise DataError(
                 f"symbol {name!r} has {rows_out} row(s) after cleaning (of "
-                f"{counts['rows_in'][s]} read from {sources or 'its file(s)'}); at least "
+                f"{counts['rows_in'][s]} read from {sources or 'its file(s)'}){why}; at least "
                 f"{min_rows} required"
             )
         entry: dict[str, Any] = {key: int(counts[key][s]) for key in keys}
@@ -674,12 +664,14 @@ def _clean(
         entry["last"] = pd.Timestamp(int(ts[last_index[s]]), tz="UTC").isoformat()
         symbols[str(name)] = entry
         if entry["gaps"]:
-            actions.append(
+            symbol_actions[s].append(
                 f"{name}: {entry['gaps']} gap(s) totalling {entry['missing_bars']} missing bar(s) "
                 f"of {entry['interval_seconds']} s left unfilled (windows must not span them)"
             )
         if entry["zero_volume_bars"]:
-            actions.append(f"{name}: kept {entry['zero_volume_bars']} zero-volume bar(s)")
+            symbol_actions[s].append(f"{name}: kept {entry['zero_volume_bars']} zero-volume bar(s)")
+    for per in symbol_actions:
+        actions.extend(per)
 
     out = pd.DataFrame(
         {

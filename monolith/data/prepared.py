@@ -1,0 +1,89 @@
+"""The prepared dataset's layout, named once: its files, its partitions, and reading its small
+files from wherever it lives (a local folder or an ``s3://`` prefix)::
+
+    <prepared>/
+        dataset/instrument=<SYMBOL>/part-0.parquet   one file per symbol, unscaled rows
+        scalers.pkl                                  scikit-learn scalers (fitted on train rows)
+        scalers.json                                 the same scalers as plain parameters
+        data_processing_metadata.json                written last: what was read, cleaned,
+                                                     built and split
+
+A prepared dataset is complete when its metadata file exists: every writer puts it last.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from monolith.errors import DataError, StorageError
+from monolith.storage import StorageSettings
+from monolith.uri import Location, parse_uri
+
+METADATA_FILE = "data_processing_metadata.json"
+SCALERS_JSON = "scalers.json"
+SCALERS_PKL = "scalers.pkl"
+DATASET_DIR = "dataset"
+PARTITION_KEY = "instrument"
+PART_FILE = "part-0.parquet"
+# Row-level columns every prepared partition holds besides the features.
+SPLIT_COLUMN = "split"
+SEGMENT_COLUMN = "segment"
+INSTRUMENT_COLUMN = "instrument_id"
+REGIME_COLUMN = "hmm_regime"
+DIRECTION_COLUMN = "target_direction"
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "purge": 3}
+
+
+def safe_name(symbol: str) -> str:
+    """A symbol as a path segment: ``BTC/USDT`` -> ``BTC-USDT``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", symbol)
+
+
+def partition_path(symbol: str) -> str:
+    """The partition file of ``symbol``, relative to the prepared dataset's root."""
+    return f"{DATASET_DIR}/{PARTITION_KEY}={safe_name(symbol)}/{PART_FILE}"
+
+
+def is_prepared_dataset(
+    location: str | Path | Location, settings: StorageSettings | None = None
+) -> bool:
+    """Whether ``location`` holds a complete prepared dataset (its metadata file exists)."""
+    if isinstance(location, str) and location == "synthetic":
+        return False
+    if not isinstance(location, Location):
+        try:
+            location = parse_uri(location)
+        except Exception:
+            return False
+    if not location.is_s3:
+        path = location.path
+        return path.is_dir() and (path / METADATA_FILE).is_file() and (path / DATASET_DIR).is_dir()
+    from monolith import storage
+
+    return storage.object_info(str(location.join(METADATA_FILE)), settings) is not None
+
+
+def read_json_file(
+    location: str | Path | Location, name: str, settings: StorageSettings | None = None
+) -> Any:
+    """A JSON file of the prepared dataset at ``location``."""
+    from monolith.filesystems import read_bytes
+
+    if not isinstance(location, Location):
+        location = parse_uri(location)
+    target = location.join(name)
+    try:
+        return json.loads(read_bytes(target, settings))
+    except StorageError as exc:
+        raise DataError(
+            f"{location} is not a prepared dataset ({exc}); create one with `monolith data prepare`"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{target}: not valid JSON: {exc}") from None
+
+
+def read_metadata(location: str | Path | Location, settings: StorageSettings | None = None) -> dict:
+    return read_json_file(location, METADATA_FILE, settings)
