@@ -21,22 +21,19 @@ import csv
 import hashlib
 import json
 import logging
-import shutil
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 from monolith._atomic import atomic_directory
+from monolith.data.prepared import METADATA_FILE, SCALERS_JSON, SCALERS_PKL
 from monolith.errors import BundleError
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "contrastive_encoder_model.keras"
 MODEL_CONFIG_FILE = "model_config.json"
-METADATA_FILE = "data_processing_metadata.json"
-SCALERS_PKL = "scalers.pkl"
-SCALERS_JSON = "scalers.json"
 HISTORY_FILE = "training_history.csv"
 MANIFEST_FILE = "manifest.json"
 REQUIRED_FILES = (
@@ -101,21 +98,26 @@ def write_bundle(
     metrics: dict[str, Any],
     extra_json: dict[str, Any] | None = None,
     overwrite: bool = False,
+    settings: Any = None,
 ) -> Path:
     """Assemble a bundle in a temporary sibling and rename it to ``output``.
 
-    ``prepared_dir`` supplies ``data_processing_metadata.json`` and the scalers; ``extra_json``
-    maps additional file names to JSON-serialisable content.
+    ``prepared_dir`` (a folder or s3:// prefix; ``settings`` reach S3) supplies
+    ``data_processing_metadata.json`` and the scalers; ``extra_json`` maps additional file
+    names to JSON-serialisable content.
     """
+    from monolith.filesystems import read_bytes
+    from monolith.uri import parse_uri
+
     output = Path(output)
     if output.exists() and not overwrite:
         raise BundleError(f"bundle {output} already exists; pass --overwrite to replace it")
-    prepared_dir = Path(prepared_dir)
+    prepared = parse_uri(prepared_dir, "prepared dataset")
     with atomic_directory(output) as tmp:
         model.save(tmp / MODEL_FILE)
         (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(model_config, indent=2, default=str))
         for name in (METADATA_FILE, SCALERS_PKL, SCALERS_JSON):
-            shutil.copyfile(prepared_dir / name, tmp / name)
+            (tmp / name).write_bytes(read_bytes(prepared.join(name), settings))
         _write_history(tmp / HISTORY_FILE, history)
         for name, content in (extra_json or {}).items():
             (tmp / name).write_text(json.dumps(content, indent=2, default=str))

@@ -85,45 +85,50 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     from monolith.data.prepare import prepare_dataset
+    from monolith.uri import normalise
 
     cfg = _with_data_overrides(_config(args.config), args)
-    meta = prepare_dataset(cfg.data, args.output, overwrite=args.overwrite)
+    settings = _storage_settings(args)
+    output = normalise(args.output, "--output")
+    if args.ray_address:
+        # The Ray adapter, only when asked for a cluster: the library itself never needs Ray.
+        from ray_jobs._ray import connect
+        from ray_jobs.prepare import prepare_on_cluster
+
+        connect(address=args.ray_address)
+        meta = prepare_on_cluster(cfg.data, output, settings=settings, overwrite=args.overwrite)
+    else:
+        meta = prepare_dataset(cfg.data, output, overwrite=args.overwrite, settings=settings)
     print(
         f"prepared {meta['rows']['prepared']:,} rows, {len(meta['instruments'])} symbols, "
-        f"windows {meta['windows']} -> {args.output}"
+        f"windows {meta['windows']} -> {output}"
     )
     return 0
 
 
 # -- train / inspect ---------------------------------------------------------------------------
-def prepared_for(cfg: MonolithConfig, cache_root: Path) -> Path:
+def prepared_for(
+    cfg: MonolithConfig, cache_root: Path, settings: StorageSettings | None = None
+) -> str:
     """The prepared dataset for ``cfg.data``: the source itself, or a cached preparation.
 
-    The cache key covers the data config and the source files' names, sizes and mtimes, so a
-    changed file or setting prepares afresh and an unchanged one is prepared once.
+    The cache key covers the data config and the source files' locations, sizes and versions
+    (mtime, or ETag on S3), so a changed file or setting prepares afresh and an unchanged one
+    is prepared once.
     """
-    import hashlib
-    import json
-
-    from monolith.data.ingest import resolve_sources
     from monolith.data.prepare import prepare_dataset
-    from monolith.data.windows import is_prepared_dataset
+    from monolith.data.prepared import is_prepared_dataset
+    from monolith.experiment import data_fingerprint
 
-    if is_prepared_dataset(cfg.data.source):
-        return Path(cfg.data.source)
-    key_parts: dict = {"data": dataclasses.asdict(cfg.data)}
-    if cfg.data.source != "synthetic":
-        key_parts["files"] = [
-            (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
-            for p in resolve_sources(cfg.data.source)
-        ]
-    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode()).hexdigest()
+    if is_prepared_dataset(cfg.data.source, settings):
+        return cfg.data.source
+    key = data_fingerprint(cfg, settings)["key"]
     target = cache_root / key[:16]
     if is_prepared_dataset(target):
         log.info("using cached prepared dataset %s", target)
     else:
-        prepare_dataset(cfg.data, target)
-    return target
+        prepare_dataset(cfg.data, target, settings=settings)
+    return str(target)
 
 
 def _fmt(value: object) -> str:
@@ -148,9 +153,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     output = Path(args.output or Path("runs") / "bundles" / Path(args.config).stem)
     if output.exists() and not args.overwrite:
         raise MonolithError(f"bundle {output} already exists; pass --overwrite to replace it")
-    prepared = prepared_for(cfg, Path(args.data_cache))
-    result = train_on_prepared(cfg, prepared)
-    bundle_result(result, cfg, prepared, output, overwrite=args.overwrite)
+    settings = _storage_settings(args)
+    prepared = prepared_for(cfg, Path(args.data_cache), settings)
+    result = train_on_prepared(cfg, prepared, settings=settings)
+    bundle_result(result, cfg, prepared, output, overwrite=args.overwrite, settings=settings)
     best = result.best_epoch
     print(f"trained {len(result.rows)} epoch(s); best epoch {best}; bundle -> {output}")
     _print_metrics(
@@ -274,9 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
         "per symbol with purge gaps, fit scalers on train rows, and write a prepared dataset "
         "folder (Parquet per symbol, scalers.pkl/json, data_processing_metadata.json).",
     )
-    prep.add_argument("--input", help="data source (overrides data.source); 'synthetic' allowed")
-    prep.add_argument("--output", required=True, help="folder to write")
-    prep.add_argument("--config", help="YAML config (data section used)")
+    prep.add_argument(
+        "--input",
+        help="data source (overrides data.source): a file, folder or glob, local or s3://; "
+        "'synthetic' allowed",
+    )
+    prep.add_argument("--output", required=True, help="folder or s3://bucket/prefix to write")
+    prep.add_argument("--config", help="YAML config (data and storage sections used)")
+    prep.add_argument(
+        "--ray-address",
+        help="spread the per-symbol work over this Ray cluster ('auto' on a cluster node, "
+        "host:port of its GCS, or ray://host:10001); default: this process",
+    )
     prep.add_argument("--sequence-length", type=int, help="window length L (overrides config)")
     prep.add_argument("--overwrite", action="store_true", help="replace an existing output")
     prep.set_defaults(func=cmd_data_prepare)
@@ -367,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     except MonolithError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        ray = sys.modules.get("ray")  # only when a command joined a cluster
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -105,7 +105,8 @@ class SyntheticConfig:
 class DataConfig:
     """Where the data comes from and how it becomes windows."""
 
-    # "synthetic", a CSV/Parquet file, folder or glob, or a prepared dataset folder.
+    # "synthetic"; a CSV/Parquet file, folder or glob, local or s3://bucket/prefix (hive
+    # partitions allowed); or a prepared dataset (folder or s3:// prefix).
     source: str = "synthetic"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     sequence_length: int = 16  # L; 1 reproduces the original row mode
@@ -117,6 +118,9 @@ class DataConfig:
     scaler: str = "standard"
     hmm_states: int = 3
     hmm_seed: int = 0
+    # The regime HMM is fitted on at most this many train rows (all of them below it; above
+    # it, each symbol's proportional share in evenly spaced 1,000-bar chunks); None = all.
+    hmm_fit_max_rows: int | None = 250_000
     # A bar whose high/low range exceeds this multiple of the symbol's median range is a
     # bad tick: it is dropped and counted in the cleaning report.
     bad_tick_range_multiple: float = 50.0
@@ -125,7 +129,11 @@ class DataConfig:
 
     def validate(self, where: str = "data") -> None:
         if not isinstance(self.source, str) or not self.source:
-            raise _fail(where, "source", self.source, "'synthetic' or a path/glob")
+            raise _fail(where, "source", self.source, "'synthetic', a path/glob or s3:// URI")
+        if self.source != "synthetic":
+            from monolith.uri import parse_uri
+
+            parse_uri(self.source, f"{where}.source")
         self.synthetic.validate(f"{where}.synthetic")
         _check_int(where, "sequence_length", self.sequence_length, 1, 4096)
         _check_int(where, "label_horizon", self.label_horizon, 1, 1000)
@@ -142,6 +150,8 @@ class DataConfig:
         _check_choice(where, "scaler", self.scaler, SCALERS)
         _check_int(where, "hmm_states", self.hmm_states, 2, 10)
         _check_int(where, "hmm_seed", self.hmm_seed, 0)
+        if self.hmm_fit_max_rows is not None:
+            _check_int(where, "hmm_fit_max_rows", self.hmm_fit_max_rows, 1000)
         _check_float(where, "bad_tick_range_multiple", self.bad_tick_range_multiple, 2.0, 1e6)
         _check_float(where, "atr_sl_multiple", self.atr_sl_multiple, 0.0, 100.0, lo_open=True)
         _check_float(where, "atr_tp_multiple", self.atr_tp_multiple, 0.0, 100.0, lo_open=True)
@@ -242,8 +252,13 @@ class EvalConfig:
     reference_batch_size: int = 256
     reference_seed: int = 1234
     objective: str = "val_ref_ntxent"
-    # Probe sample cap (windows) per split, drawn evenly; None = all windows.
-    probe_max_windows: int | None = 20000
+    # Windows of each evaluation split (val every epoch, test at the end): a fixed sample,
+    # evenly spaced over the split's windows of every symbol, the same for every trial and
+    # worker; None = every window (evaluation then grows with the data).
+    max_windows: int | None = 2048
+    # Windows the linear probes are fitted on (train) and scored on (from the val sample),
+    # drawn evenly; None = all.
+    probe_max_windows: int | None = 4000
 
     def validate(self, where: str = "eval") -> None:
         _check_float(
@@ -260,6 +275,8 @@ class EvalConfig:
         _check_int(where, "reference_batch_size", self.reference_batch_size, 2, 65536)
         _check_int(where, "reference_seed", self.reference_seed, 0)
         _check_choice(where, "objective", self.objective, tuple(OBJECTIVES))
+        if self.max_windows is not None:
+            _check_int(where, "max_windows", self.max_windows, 10)
         if self.probe_max_windows is not None:
             _check_int(where, "probe_max_windows", self.probe_max_windows, 10)
 

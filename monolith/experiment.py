@@ -7,24 +7,23 @@
         results/           best_config.json, trials.csv, optuna.db, summary.txt
 
 ``<storage>`` is a local folder or an ``s3://bucket/prefix`` URI. Trials never prepare data:
-they read ``prepared/`` directly (local storage) or from a node-local copy downloaded once
-per node (S3 storage).
+each Train worker reads its own shard of ``prepared/`` straight from the storage.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
-import os
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Any
 
 from monolith.config import MonolithConfig
-from monolith.errors import ConfigError, DataError
+from monolith.errors import ConfigError
+from monolith.storage import StorageSettings
+from monolith.uri import is_s3_uri, join, normalise, parse_uri
 
 log = logging.getLogger(__name__)
 
@@ -33,122 +32,99 @@ PREPARED_KEY_FILE = "prepared.json"
 TUNE_DIR = "tune"
 RESULTS_DIR = "results"
 
-
-def is_remote(uri: str | Path) -> bool:
-    return str(uri).startswith("s3://")
+__all__ = ["PREPARED", "PREPARED_KEY_FILE", "RESULTS_DIR", "TUNE_DIR", "join"]
 
 
-def join(root: str | Path, *parts: str) -> str:
-    """Join path parts onto a local folder or an ``s3://`` URI."""
-    if is_remote(root):
-        return "/".join([str(root).rstrip("/"), *parts])
-    return str(Path(root, *parts))
+def _settings(settings: StorageSettings | dict | None) -> StorageSettings:
+    if isinstance(settings, StorageSettings):
+        return settings
+    return StorageSettings.from_mapping(settings or {})
 
 
-def data_fingerprint(cfg: MonolithConfig) -> dict[str, Any]:
-    """What the prepared dataset depends on: the data config and the source files."""
-    from monolith.data.ingest import resolve_sources
-    from monolith.data.windows import is_prepared_dataset
+def data_fingerprint(
+    cfg: MonolithConfig, settings: StorageSettings | dict | None = None
+) -> dict[str, Any]:
+    """What the prepared dataset depends on: the data config and the source files, each by
+    location, size and version (S3 ETag or local mtime), listed without reading them."""
+    from monolith.data.prepared import is_prepared_dataset
+    from monolith.data.sources import resolve_sources, source_fingerprint
 
-    data = dataclasses.asdict(cfg.data)
-    out: dict[str, Any] = {"data": data}
+    store = _settings(settings)
+    out: dict[str, Any] = {"data": dataclasses.asdict(cfg.data)}
     source = cfg.data.source
     if source != "synthetic":
-        files = (
-            sorted(p for p in Path(source).rglob("*") if p.is_file())
-            if is_prepared_dataset(source)
-            else resolve_sources(source)
-        )
-        out["files"] = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+        if is_prepared_dataset(source, store):
+            out["files"] = _listing(source, store)
+        else:
+            out["files"] = source_fingerprint(resolve_sources(source, store))
     out["key"] = hashlib.sha256(json.dumps(out, sort_keys=True, default=str).encode()).hexdigest()
     return out
 
 
-def _read_json(uri: str, settings: dict) -> dict | None:
-    """The JSON document at ``uri``, or None when there is none (other errors raise)."""
-    if is_remote(uri):
+def _listing(uri: str, store: StorageSettings) -> list[list]:
+    """Every file of a folder or prefix by location, size and version."""
+    location = parse_uri(uri)
+    if location.is_s3:
         from monolith import storage
 
-        store = storage.StorageSettings.from_mapping(settings)
-        bucket, key = storage.parse_s3_uri(uri)
-        client = storage.s3_client(store)
-        listed = client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
-        if not any(o["Key"] == key for o in listed.get("Contents", [])):
+        return [[o.uri, o.size, o.etag] for o in storage.list_objects(str(location), store)]
+    return [
+        [str(p), p.stat().st_size, p.stat().st_mtime_ns]
+        for p in sorted(location.path.rglob("*"))
+        if p.is_file()
+    ]
+
+
+def _read_json(uri: str, store: StorageSettings) -> dict | None:
+    """The JSON document at ``uri``, or None when there is none (other errors raise)."""
+    from monolith import storage
+
+    if is_s3_uri(uri):
+        if storage.object_info(uri, store) is None:
             return None
         return storage.read_json(uri, store)
     path = Path(uri)
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def prepare_for_experiment(cfg: MonolithConfig, root: str, settings: dict | None = None) -> str:
+def prepare_for_experiment(
+    cfg: MonolithConfig,
+    root: str,
+    settings: StorageSettings | dict | None = None,
+    runner: Any = None,
+) -> str:
     """Prepare ``cfg.data`` once under the experiment ``root``; returns where it lives.
 
     A dataset already there is reused when it was prepared from the same data config and
     source files; a different one is an error (an experiment compares trials on ONE dataset).
+    ``runner`` spreads the per-symbol work (``monolith.data.prepare.GroupRunner``).
     """
+    from monolith import storage
     from monolith.data.prepare import prepare_dataset
-    from monolith.data.windows import is_prepared_dataset
+    from monolith.data.prepared import is_prepared_dataset
 
-    settings = settings or {}
-    fingerprint = data_fingerprint(cfg)
+    store = _settings(settings)
+    fingerprint = data_fingerprint(cfg, store)
     target = join(root, PREPARED)
     key_uri = join(root, PREPARED_KEY_FILE)
-    existing = _read_json(key_uri, settings)
+    existing = _read_json(key_uri, store)
     if existing is not None:
         if existing.get("key") != fingerprint["key"]:
             raise ConfigError(
                 f"experiment {root} holds a dataset prepared from a different data config or "
                 f"different source files ({key_uri}); start a new experiment (--name) instead"
             )
-        log.info("reusing the experiment's prepared dataset %s", target)
-        return target
-    source_is_prepared = is_prepared_dataset(cfg.data.source)
-    if not is_remote(root):
-        if source_is_prepared:
-            target = str(Path(cfg.data.source).resolve())
-        else:
-            prepare_dataset(cfg.data, target, overwrite=Path(target).exists())
-        Path(root).mkdir(parents=True, exist_ok=True)
-        tmp = Path(key_uri + ".tmp")
-        tmp.write_text(json.dumps({**fingerprint, "prepared": target}, indent=1, default=str))
-        tmp.replace(key_uri)
-        return target
-    from monolith import storage
-
-    store = storage.StorageSettings.from_mapping(settings)
-    with tempfile.TemporaryDirectory(prefix="monolith-prepare-") as tmp:
-        local = Path(cfg.data.source) if source_is_prepared else Path(tmp, PREPARED)
-        if not source_is_prepared:
-            prepare_dataset(cfg.data, local)
-        storage.upload_directory(local, target, store)
-    # Written last: its presence means the upload above completed.
+        log.info("reusing the experiment's prepared dataset %s", existing.get("prepared", target))
+        return existing.get("prepared") or target
+    if is_prepared_dataset(cfg.data.source, store):
+        target = normalise(cfg.data.source)
+    else:
+        # No key file: whatever is at the target is an earlier attempt that did not finish.
+        if is_s3_uri(target):
+            storage.delete_prefix(target, store)
+        elif Path(target).exists():
+            shutil.rmtree(target)
+        prepare_dataset(cfg.data, target, settings=store, runner=runner)
+    # Written last: its presence means the dataset above is complete.
     storage.write_json(key_uri, {**fingerprint, "prepared": target}, store)
-    return target
-
-
-def local_prepared(uri: str, settings: dict | None = None, cache_root: str | None = None) -> Path:
-    """A local folder holding the prepared dataset at ``uri``: itself, or a node-local copy.
-
-    Workers on one node share the copy: the first downloads it under a file lock, the rest
-    wait and reuse it.
-    """
-    from monolith.data.windows import is_prepared_dataset
-
-    if not is_remote(uri):
-        if not is_prepared_dataset(uri):
-            raise DataError(f"{uri} is not a prepared dataset")
-        return Path(uri)
-    from monolith import storage
-
-    cache = Path(
-        cache_root
-        or os.environ.get("MONOLITH_CACHE")
-        or Path(tempfile.gettempdir()) / "monolith-cache"
-    )
-    target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / (target.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not is_prepared_dataset(target):
-            storage.download_directory(uri, target, storage.StorageSettings.from_mapping(settings))
     return target

@@ -967,6 +967,13 @@ def read_json(uri_or_path: str | Path, settings: StorageSettings | None = None) 
 def write_json(uri_or_path: str | Path, data: Any, settings: StorageSettings | None = None) -> None:
     """Write a JSON document to S3 (verified) or atomically to a local file."""
     body = (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
+    write_bytes(uri_or_path, body, settings)
+
+
+def write_bytes(
+    uri_or_path: str | Path, body: bytes, settings: StorageSettings | None = None
+) -> None:
+    """Write a small file to S3 (verified) or atomically to a local file."""
     where = str(uri_or_path)
     if is_s3_uri(where):
         bucket_name, key = parse_s3_uri(where)

@@ -15,7 +15,9 @@ from typing import Any
 
 from monolith.artifacts import write_bundle
 from monolith.config import MonolithConfig
-from monolith.data.windows import WindowSource
+from monolith.data.windows import WHOLE, Shard, WindowSource
+from monolith.errors import DataError
+from monolith.storage import StorageSettings
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +32,56 @@ class TrainResult:
     test_metrics: dict[str, float]
 
 
-def train_dataset_fn(source: WindowSource, global_batch: int, seed: int, split: str = "train"):
-    """The per-worker training stream: this worker's shard, per-replica batches, repeated."""
+def train_dataset_fn(source: WindowSource, global_batch: int, seed: int):
+    """The per-worker training stream: this worker's windows, per-replica batches, repeated.
+
+    A source loaded for one shard per worker already holds only this worker's rows; an
+    unsharded source is split over the input pipelines by window.
+    """
 
     def dataset_fn(context):
         if context is None:
-            return source.dataset(split, global_batch, seed=seed)
-        return source.dataset(
-            split,
-            context.get_per_replica_batch_size(global_batch),
-            seed=seed,
-            num_shards=context.num_input_pipelines,
-            shard_index=context.input_pipeline_id,
+            return source.dataset(global_batch, seed=seed)
+        batch = context.get_per_replica_batch_size(global_batch)
+        pipelines, pipeline = context.num_input_pipelines, context.input_pipeline_id
+        if source.shard.count == pipelines:
+            if source.shard.index != pipeline:
+                raise DataError(
+                    f"input pipeline {pipeline} was given the rows of shard {source.shard.index}"
+                )
+            return source.dataset(batch, seed=seed)
+        if source.shard.count == 1:
+            return source.dataset(batch, seed=seed, num_shards=pipelines, shard_index=pipeline)
+        raise DataError(
+            f"the source holds shard {source.shard.index} of {source.shard.count}, but training "
+            f"runs {pipelines} input pipeline(s)"
         )
 
     return dataset_fn
+
+
+def window_source(
+    cfg: MonolithConfig,
+    prepared: str | Path,
+    *,
+    settings: StorageSettings | None = None,
+    shard: Shard = WHOLE,
+    train_split: str = "train",
+    evaluate_test: bool = True,
+) -> WindowSource:
+    """What one worker loads for a run: its shard of ``train_split``, the fixed val sample
+    (every epoch), the probes' train sample, and the test sample when it will be scored."""
+    samples = {"val": cfg.eval.max_windows, "train": cfg.eval.probe_max_windows}
+    if evaluate_test:
+        samples["test"] = cfg.eval.max_windows
+    return WindowSource(
+        prepared,
+        sequence_length=cfg.data.sequence_length,
+        settings=settings,
+        shard=shard,
+        fit_split=train_split,
+        samples=samples,
+    )
 
 
 def evaluate_split(trainer: Any, source: WindowSource, split: str, probe_data: Any) -> dict:
@@ -77,6 +114,8 @@ def train_on_prepared(
     evaluate_test: bool = True,
     source: WindowSource | None = None,
     train_split: str = "train",
+    settings: StorageSettings | None = None,
+    shard: Shard = WHOLE,
 ) -> TrainResult:
     """Train ``cfg`` on a prepared dataset under ``strategy`` (default: this process).
 
@@ -90,17 +129,23 @@ def train_on_prepared(
     """
     from monolith.contrastive.trainer import ContrastiveTrainer
 
-    source = source or WindowSource(prepared_dir, sequence_length=cfg.data.sequence_length)
+    source = source or window_source(
+        cfg,
+        prepared_dir,
+        settings=settings,
+        shard=shard,
+        train_split=train_split,
+        evaluate_test=evaluate_test,
+    )
     trainer = ContrastiveTrainer(cfg.model, cfg.train, cfg.eval, source.spec, strategy=strategy)
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "state.json").is_file():
         trainer.restore_checkpoint(checkpoint_dir)
         log.info("resumed from %s at epoch %d", checkpoint_dir, trainer.epoch)
     final_fit = train_split != "train"
-    num_workers = max(1, trainer.num_replicas)
-    steps = source.steps_per_epoch(train_split, cfg.train.batch_size, num_shards=num_workers)
-    probe_data = source.arrays("train", cfg.eval.probe_max_windows)
+    steps = source.steps_per_epoch(cfg.train.batch_size)
+    probe_data = source.arrays("train")
     history = trainer.fit(
-        train_dataset_fn(source, cfg.train.batch_size, cfg.train.seed, train_split),
+        train_dataset_fn(source, cfg.train.batch_size, cfg.train.seed),
         steps,
         source.arrays("val"),
         probe_data=probe_data,
@@ -124,6 +169,7 @@ def bundle_result(
     *,
     extra_json: dict[str, Any] | None = None,
     overwrite: bool = False,
+    settings: StorageSettings | None = None,
 ) -> Path:
     """Write the artifact bundle of a finished run."""
     model_config = {
@@ -144,4 +190,5 @@ def bundle_result(
         metrics=metrics,
         extra_json=extra,
         overwrite=overwrite,
+        settings=settings,
     )

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
-from monolith.errors import ConfigError, StorageError
+from monolith.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def connect(local_cpus: int | None = None, log_to_driver: bool = True) -> str:
+def connect(
+    local_cpus: int | None = None, log_to_driver: bool = True, address: str | None = None
+) -> str:
     """Join the Ray cluster this job runs on, or start a local one when there is none.
 
     Under ``ray job submit`` Ray sets ``RAY_ADDRESS`` to the cluster's GCS address. A
@@ -20,11 +21,14 @@ def connect(local_cpus: int | None = None, log_to_driver: bool = True) -> str:
     """
     import ray
 
-    address = os.environ.get("RAY_ADDRESS")
+    explicit = address is not None
+    address = address or os.environ.get("RAY_ADDRESS")
     if address and address.startswith(("http://", "https://")):
+        where = "--ray-address" if explicit else "RAY_ADDRESS"
         raise ConfigError(
-            f"RAY_ADDRESS={address} is a dashboard URL: submit the job to it with "
-            "`make tune-cluster` (ray job submit) instead of running the entrypoint here"
+            f"{where}={address} is a dashboard URL: submit the job to it with "
+            "`make tune-cluster` (ray job submit), or give the cluster's GCS address "
+            "(host:6379, 'auto' on a node) or ray://host:10001"
         )
     if ray.is_initialized():
         return "already connected"
@@ -54,8 +58,14 @@ def connect(local_cpus: int | None = None, log_to_driver: bool = True) -> str:
 
 
 def run_entrypoint(parser: Any, run: Any, argv: list[str] | None = None) -> int:
-    """``main`` of a Ray job: parse, run; a MonolithError is one ``error:`` line, exit 2."""
+    """``main`` of a Ray job: parse, run, and always leave promptly.
+
+    A ``MonolithError`` is one ``error:`` line and exit code 2; an unexpected exception is
+    printed in full and exits 1. Either way the Ray instance this process started or joined
+    is shut down first, so no background thread keeps a failed job alive.
+    """
     import sys
+    import traceback
 
     from monolith.errors import MonolithError
 
@@ -66,6 +76,27 @@ def run_entrypoint(parser: Any, run: Any, argv: list[str] | None = None) -> int:
     except MonolithError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print("error: the job failed unexpectedly (traceback above)", file=sys.stderr)
+        return 1
+    finally:
+        shutdown()
+
+
+def shutdown() -> None:
+    """Disconnect from (or stop) the Ray instance of this process, if any."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        try:
+            ray.shutdown()
+        except Exception as exc:  # leaving matters more than a clean goodbye
+            log.warning("ray.shutdown failed: %s", exc)
 
 
 def release_orphaned_reservations() -> int:
@@ -112,33 +143,3 @@ def check_capacity(need: dict[str, float], what: str) -> None:
     if short:
         detail = ", ".join(f"{k}: needs {n:g}, cluster has {h:g}" for k, (n, h) in short.items())
         raise ConfigError(f"{what} cannot be scheduled on this cluster ({detail})")
-
-
-def pyarrow_filesystem(uri: str, storage: dict[str, Any] | None) -> tuple[Any, str]:
-    """(filesystem, path) for Ray's ``storage_path`` / ``storage_filesystem``.
-
-    Local folders pass through (absolute); ``s3://`` URIs get a pyarrow S3 filesystem for the
-    configured endpoint (credentials: the standard AWS chain, never the config).
-    """
-    if not uri.startswith("s3://"):
-        path = Path(uri).resolve()
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"experiment storage {path} is not writable: {exc}") from None
-        return None, str(path)
-    import pyarrow.fs as pafs
-
-    from monolith.storage import StorageSettings
-
-    settings = StorageSettings.from_mapping(storage or {})
-    kwargs: dict[str, Any] = {}
-    endpoint = settings.endpoint()  # the config, else AWS_ENDPOINT_URL
-    if endpoint:
-        scheme, _, host = endpoint.partition("://")
-        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-    if settings.region:
-        kwargs["region"] = settings.region
-    if settings.addressing_style == "virtual":
-        kwargs["force_virtual_addressing"] = True
-    return pafs.S3FileSystem(**kwargs), uri.removeprefix("s3://").rstrip("/")

@@ -38,7 +38,8 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 from monolith.config import MonolithConfig, _build, load_config  # noqa: E402
 from monolith.errors import ConfigError, MonolithError, StorageError  # noqa: E402
-from monolith.experiment import PREPARED, PREPARED_KEY_FILE, RESULTS_DIR, join  # noqa: E402
+from monolith.experiment import PREPARED, PREPARED_KEY_FILE, RESULTS_DIR  # noqa: E402
+from monolith.uri import is_s3_uri, join, normalise  # noqa: E402
 
 log = logging.getLogger("ray_jobs.train_final")
 
@@ -133,14 +134,14 @@ def _read_best(uri: str, storage: dict) -> dict[str, Any]:
 
 
 def plan(args: argparse.Namespace) -> Plan:
-    from monolith.storage import check_access, is_s3_uri
+    from monolith.storage import check_access
 
     cfg = load_config(args.config)
     storage = dict(cfg.extra.get("storage") or {})
     settings = _build(FinalSettings, cfg.extra.get("final"), "final").validate()
     prepared = None
     if args.experiment:
-        root = args.experiment.rstrip("/")
+        root = normalise(args.experiment, "--experiment")
         best_uri = join(root, RESULTS_DIR, "best_config.json")
         experiment = args.name or root.rsplit("/", 1)[-1]
         key = _read_optional(join(root, PREPARED_KEY_FILE), storage)
@@ -148,9 +149,9 @@ def plan(args: argparse.Namespace) -> Plan:
             prepared = key.get("prepared") or join(root, PREPARED)
         train_root = join(root, "final")
     else:
-        best_uri = args.best_config
+        best_uri = normalise(args.best_config, "--best-config")
         experiment = args.name or (cfg.extra.get("tune") or {}).get("name", "monolith-tune")
-        train_root = join(settings.storage, experiment)
+        train_root = join(normalise(settings.storage, "final.storage"), experiment)
     best = _read_best(best_uri, storage)
     try:
         cfg = cfg.with_hyperparameters(best)
@@ -163,29 +164,26 @@ def plan(args: argparse.Namespace) -> Plan:
             f"{best_uri}: batch_size = {cfg.train.batch_size} (global) does not split over "
             f"final.num_workers = {settings.num_workers}"
         )
-    output = (args.output or settings.output).rstrip("/")
-    if not is_s3_uri(output):
-        output = str(Path(output).resolve())
+    output = normalise(args.output or settings.output, "--output (final.output)")
     check_access(output, _storage_settings(storage), create_bucket=args.create_bucket)
     if is_s3_uri(train_root):
         check_access(train_root, _storage_settings(storage))
-    elif not is_s3_uri(train_root):
-        train_root = str(Path(train_root).resolve())
     digest = hashlib.sha256(
         json.dumps({"best": cfg.hyperparameters(), "epochs": epochs}, sort_keys=True).encode()
     ).hexdigest()[:12]
     run_id = args.run_id or f"final-{digest}"
     if prepared is None:
-        from monolith.data.ingest import resolve_sources
-        from monolith.data.windows import is_prepared_dataset
+        from monolith.data.prepared import is_prepared_dataset
+        from monolith.data.sources import resolve_sources
 
-        if cfg.data.source != "synthetic" and not is_prepared_dataset(cfg.data.source):
-            resolve_sources(cfg.data.source)
+        store = _storage_settings(storage)
+        if cfg.data.source != "synthetic" and not is_prepared_dataset(cfg.data.source, store):
+            resolve_sources(cfg.data.source, store)
     return Plan(cfg, best, settings, storage, output, experiment, run_id, train_root, prepared)
 
 
 def _read_optional(uri: str, storage: dict) -> dict | None:
-    from monolith.storage import is_s3_uri, read_json
+    from monolith.storage import read_json
 
     if not is_s3_uri(uri):
         return json.loads(Path(uri).read_text()) if Path(uri).is_file() else None
@@ -214,7 +212,9 @@ def already_published(p: Plan) -> str | None:
 # ---- rank 0's last step, called by ray_jobs.worker ------------------------------------
 
 
-def write_final_bundle(result: Any, cfg: MonolithConfig, prepared: Path, final: dict) -> None:
+def write_final_bundle(
+    result: Any, cfg: MonolithConfig, prepared: str, final: dict, settings: Any = None
+) -> None:
     """Rank 0: write the bundle and report it as the run's last checkpoint.
 
     Every worker reports once more (Ray Train's report is collective); rank 0's report
@@ -232,6 +232,7 @@ def write_final_bundle(result: Any, cfg: MonolithConfig, prepared: Path, final: 
             prepared,
             bundle,
             extra_json={"best_config.json": final["best"]},
+            settings=settings,
         )
         metrics = {k: float(v) for k, v in result.test_metrics.items()}
         metrics.update(epoch=len(result.rows), final=1, **embedding_fingerprint(result))
@@ -277,15 +278,19 @@ def run(args: argparse.Namespace) -> int:
     from ray.train.tensorflow import TensorflowTrainer
 
     from monolith.experiment import prepare_for_experiment
+    from monolith.filesystems import storage_filesystem
     from monolith.storage import publish_bundle
     from ray_jobs import worker
-    from ray_jobs._ray import check_capacity, connect, pyarrow_filesystem
+    from ray_jobs._ray import check_capacity, connect
+    from ray_jobs.prepare import RayGroupRunner
 
     need = {k: v * p.settings.num_workers for k, v in p.settings.resources_per_worker().items()}
     connect(local_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])))
     check_capacity(need, f"the final job ({p.settings.num_workers} workers)")
-    prepared = p.prepared or prepare_for_experiment(p.cfg, p.train_root, p.storage)
-    fs, path = pyarrow_filesystem(p.train_root, p.storage)
+    prepared = p.prepared or prepare_for_experiment(
+        p.cfg, p.train_root, p.storage, runner=RayGroupRunner()
+    )
+    fs, path = storage_filesystem(p.train_root, _storage_settings(p.storage))
     trainer = TensorflowTrainer(
         worker.train_loop_per_worker,
         train_loop_config={

@@ -38,9 +38,10 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 
 from monolith.config import MonolithConfig, load_config  # noqa: E402
 from monolith.errors import ConfigError  # noqa: E402
-from monolith.experiment import RESULTS_DIR, TUNE_DIR, join  # noqa: E402
+from monolith.experiment import RESULTS_DIR, TUNE_DIR  # noqa: E402
 from monolith.search_space import SearchSpace, check_against_config, load_search_space  # noqa: E402
 from monolith.tuning import TrialRecord, TuneSettings, tune_settings, with_epochs  # noqa: E402
+from monolith.uri import is_s3_uri, join, normalise  # noqa: E402
 
 log = logging.getLogger("ray_jobs.tune")
 
@@ -134,13 +135,15 @@ def plan(args: argparse.Namespace) -> Plan:
         cfg.data.sequence_length = max(cfg.data.sequence_length, int(longest))
     warm = _warm_start(settings, cfg, space)
     storage = dict(cfg.extra.get("storage") or {})
-    # Local storage is made absolute: trial workers run in their own working directories.
-    storage_root = settings.storage
-    if not storage_root.startswith("s3://"):
-        storage_root = str(Path(storage_root).resolve())
+    from monolith.storage import StorageSettings
+
+    store = StorageSettings.from_mapping(storage)
+    # One parse of the storage URI (local storage made absolute: trial workers run in their
+    # own working directories); a bad one is an error here, before Ray starts.
+    storage_root = normalise(settings.storage, "tune.storage (--storage)")
     root = join(storage_root, settings.name)
     resume = _check_storage(root, storage, args.resume, args.auto_resume)
-    _check_data(cfg)
+    _check_data(cfg, store)
     return Plan(cfg, settings, space, warm, root, storage, resume)
 
 
@@ -148,7 +151,7 @@ def _check_storage(root: str, storage: dict, resume: bool, auto_resume: bool) ->
     """Storage is reachable, and the experiment exists exactly when resuming; returns
     whether to resume."""
     tune_dir = join(root, TUNE_DIR)
-    if root.startswith("s3://"):
+    if is_s3_uri(root):
         from monolith import storage as s3
 
         settings = s3.StorageSettings.from_mapping(storage)
@@ -172,12 +175,13 @@ def _check_storage(root: str, storage: dict, resume: bool, auto_resume: bool) ->
     return resume
 
 
-def _check_data(cfg: MonolithConfig) -> None:
-    from monolith.data.ingest import resolve_sources
-    from monolith.data.windows import is_prepared_dataset
+def _check_data(cfg: MonolithConfig, store: Any) -> None:
+    """The data source names data we can reach (bucket, credentials, matching files)."""
+    from monolith.data.prepared import is_prepared_dataset
+    from monolith.data.sources import resolve_sources
 
-    if cfg.data.source != "synthetic" and not is_prepared_dataset(cfg.data.source):
-        resolve_sources(cfg.data.source)  # raises DataError naming what is missing
+    if cfg.data.source != "synthetic" and not is_prepared_dataset(cfg.data.source, store):
+        resolve_sources(cfg.data.source, store)  # one clear error naming what is missing
 
 
 # ---- the trial driver ------------------------------------------------------------------
@@ -194,14 +198,17 @@ def run_trial(config: dict[str, Any], static: dict[str, Any]) -> None:
     from ray.train.tensorflow import TensorflowTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from monolith.filesystems import storage_filesystem
+    from monolith.storage import StorageSettings
     from ray_jobs import worker
-    from ray_jobs._ray import pyarrow_filesystem
 
     settings = TuneSettings(**static["settings"])
     # Ray Train hands these from this driver to its controller (and workers).
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(settings.train_poll_interval_s)
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(settings.worker_start_timeout_s)
-    fs, path = pyarrow_filesystem(static["train_storage"], static["storage"])
+    fs, path = storage_filesystem(
+        static["train_storage"], StorageSettings.from_mapping(static["storage"])
+    )
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = TensorflowTrainer(
         worker.train_loop_per_worker,
@@ -255,9 +262,10 @@ def _tuner(p: Plan, prepared: str, resume: bool):
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from ray_jobs._ray import pyarrow_filesystem
+    from monolith.filesystems import storage_filesystem
+    from monolith.storage import StorageSettings
 
-    fs, path = pyarrow_filesystem(p.root, p.storage)
+    fs, path = storage_filesystem(p.root, StorageSettings.from_mapping(p.storage))
     trainable = _trainable(p, prepared)
     if resume:
         return tune.Tuner.restore(
@@ -341,7 +349,7 @@ def _records(results) -> list[TrialRecord]:
 
 def _publish_results(p: Plan, local_dir: Path) -> str:
     target = join(p.root, RESULTS_DIR)
-    if target.startswith("s3://"):
+    if is_s3_uri(target):
         from monolith import storage as s3
 
         s3.upload_directory(local_dir, target, s3.StorageSettings.from_mapping(p.storage))
@@ -364,14 +372,16 @@ def run(args: argparse.Namespace) -> int:
 
     from monolith.experiment import prepare_for_experiment
     from monolith.tuning import write_results
+    from ray_jobs.prepare import RayGroupRunner
 
-    prepared = prepare_for_experiment(p.cfg, p.root, p.storage)
+    # The per-symbol preparation runs as Ray actors over the cluster, not in this driver.
+    prepared = prepare_for_experiment(p.cfg, p.root, p.storage, runner=RayGroupRunner())
     tuner = _tuner(p, prepared, p.resume)
     results = tuner.fit()
     records = _records(results)
     local_results = (
         Path(join(p.root, RESULTS_DIR))
-        if not p.root.startswith("s3://")
+        if not is_s3_uri(p.root)
         else Path("runs") / "experiments-results" / p.settings.name
     )
     summary = write_results(

@@ -107,14 +107,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import tensorflow as tf
 
     from monolith.config import config_from_dict
-    from monolith.experiment import local_prepared
+    from monolith.data.windows import Shard
+    from monolith.storage import StorageSettings
     from monolith.training import train_on_prepared
 
     flat = {k: v for k, v in loop_config.items() if not k.startswith("_")}
     cfg = config_from_dict(loop_config[BASE_CONFIG_KEY], "trial config").with_hyperparameters(flat)
-    prepared = local_prepared(loop_config[PREPARED_KEY], loop_config.get(STORAGE_KEY) or {})
+    # Each worker reads its own shard of the prepared rows straight from the storage.
+    prepared = loop_config[PREPARED_KEY]
+    settings = StorageSettings.from_mapping(loop_config.get(STORAGE_KEY) or {})
     final = loop_config.get(FINAL_KEY)
     context = ray.train.get_context()
+    shard = Shard(context.get_world_rank(), context.get_world_size())
     # TF_CONFIG comes from Ray's TensorFlow backend; one worker needs no collective.
     strategy = (
         tf.distribute.MultiWorkerMirroredStrategy()
@@ -135,11 +139,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             evaluate_test=final is not None,
             # The final fit trains on train+val for a fixed budget; trials select on val.
             train_split="train+val" if final is not None else "train",
+            settings=settings,
+            shard=shard,
         )
     if final is not None:
         from ray_jobs.train_final import final_report_others, write_final_bundle
 
         if context.get_world_rank() == 0:
-            write_final_bundle(result, cfg, prepared, final)
+            write_final_bundle(result, cfg, prepared, final, settings)
         else:
             final_report_others(result)

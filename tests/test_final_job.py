@@ -1,6 +1,7 @@
-"""End to end on real parts: a tiny tune on a local Ray cluster with its experiment on an
-S3-protocol server (moto over HTTP on 127.0.0.1) -> the final job over 2 workers -> publish
--> ``monolith pull`` -> load with safe_mode -> the same embeddings as the trained model.
+"""End to end on real parts: a tiny tune on a local Ray cluster with its market data
+(``data.source: s3://…`` CSV files) and its experiment on an S3-protocol server (moto over
+HTTP on 127.0.0.1) -> the final job over 2 workers -> publish -> ``monolith pull`` -> load
+with safe_mode -> the same embeddings as the trained model.
 
 The cluster's nodes get the S3 endpoint and credentials from their environment, as the
 Kubernetes pods do from the ConfigMap and Secret; nothing secret travels in a job request.
@@ -38,9 +39,23 @@ def s3_cluster(s3_server):
         cluster.stop()
 
 
-def _config(tmp: Path) -> Path:
+def _upload_market(s3, tmp: Path, synthetic: dict) -> str:
+    """The tiny config's market as one CSV per symbol on S3, where a desk keeps its bars."""
+    from monolith.config import SyntheticConfig
+    from monolith.data.synthetic import generate_synthetic
+
+    frame = generate_synthetic(SyntheticConfig(**synthetic)).drop(columns=["true_regime"])
+    client = s3.client()
+    for symbol, part in frame.groupby("symbol"):
+        body = part.to_csv(index=False).encode()
+        client.put_object(Bucket=BUCKET, Key=f"bars/{symbol.replace('/', '')}.csv", Body=body)
+    return f"s3://{BUCKET}/bars/"
+
+
+def _config(tmp: Path, s3) -> Path:
     path = tiny_config(tmp, samples=2, epochs=2, seed=3)
     cfg = yaml.safe_load(path.read_text())
+    cfg["data"]["source"] = _upload_market(s3, tmp, cfg["data"]["synthetic"])
     cfg["storage"] = {"addressing_style": "path", "region": "us-east-1"}
     cfg["final"] = {"epochs": 2, "num_workers": 2, "output": f"s3://{BUCKET}/bundles"}
     path.write_text(yaml.safe_dump(cfg))
@@ -61,7 +76,7 @@ def test_tune_then_final_job_then_pull_gives_the_trained_embeddings(
     s3_cluster, tmp_path: Path
 ) -> None:
     cluster, s3 = s3_cluster
-    config = _config(tmp_path)
+    config = _config(tmp_path, s3)
     experiment = f"s3://{BUCKET}/experiments/e2e"
 
     tune = cluster.submit(
@@ -75,6 +90,12 @@ def test_tune_then_final_job_then_pull_gives_the_trained_embeddings(
     for name in ("best_config.json", "trials.csv", "optuna.db"):
         assert f"experiments/e2e/results/{name}" in keys
     assert "experiments/e2e/prepared.json" in keys
+    prepared_key = json.loads(
+        client.get_object(Bucket=BUCKET, Key="experiments/e2e/prepared.json")["Body"].read()
+    )
+    # prepared once from the S3 objects, fingerprinted by their ETags
+    assert all(f[0].startswith(f"s3://{BUCKET}/bars/") for f in prepared_key["files"])
+    assert len(prepared_key["files"]) == 3
     assert any(k.startswith("experiments/e2e/tune/") for k in keys)
 
     final_cmd = ["python", "-m", "ray_jobs.train_final", "--config", str(config)]
@@ -109,16 +130,20 @@ def test_tune_then_final_job_then_pull_gives_the_trained_embeddings(
     import os
 
     from monolith.artifacts import load_bundle_model
+    from monolith.config import load_config
     from monolith.data.windows import WindowSource
     from monolith.model.build import encoder_from
-    from monolith.storage import StorageSettings, download_directory
+    from monolith.storage import StorageSettings
     from ray_jobs.train_final import FINGERPRINT_WINDOWS
 
     os.environ.update(s3.env)
-    prepared = download_directory(
-        f"{experiment}/prepared", tmp_path / "prepared", StorageSettings(addressing_style="path")
+    # the test windows the final job scored, read straight from the experiment on S3
+    source = WindowSource(
+        f"{experiment}/prepared",
+        settings=StorageSettings(addressing_style="path"),
+        fit_split=None,
+        samples={"test": load_config(config).eval.max_windows},
     )
-    source = WindowSource(prepared)
     features, _ = source.arrays("test", FINGERPRINT_WINDOWS)
     latent = np.asarray(encoder_from(load_bundle_model(dest))(features, training=False))
     assert latent.astype(np.float64).sum() == pytest.approx(result["embedding_sum"], rel=1e-5)

@@ -118,6 +118,30 @@ def test_real_files_report_files(real: tuple[pd.DataFrame, dict], shared_data_di
     assert mismatches["Binance_ADAUSDT_1h.csv"] == 0
 
 
+def test_real_file_as_downloaded_with_its_banner_line(
+    real: tuple[pd.DataFrame, dict], shared_data_dir: Path, tmp_path: Path
+) -> None:
+    # Files downloaded from CryptoDataDownload start with its URL above the header (the
+    # shared copies come from a repository without it): read either way, the data is the same.
+    name = "Binance_BTCUSDT_1h.csv"
+    downloaded = tmp_path / name
+    banner = b"https://www.CryptoDataDownload.com\n"
+    downloaded.write_bytes(banner + (shared_data_dir / name).read_bytes())
+    frame, report = read_market_data(downloaded)
+    plain_frame, plain_report = real
+    pd.testing.assert_frame_equal(
+        frame, plain_frame[plain_frame["symbol"] == "BTC/USDT"].reset_index(drop=True)
+    )
+    assert report["symbols"]["BTC/USDT"] == plain_report["symbols"]["BTC/USDT"]
+    (entry,) = report["files"]
+    assert entry["skipped_lines"] == 1 and entry["first_data_line"] == 3
+    # Cleaning examples name lines one further down than in the file without the banner.
+    tick = next(a for a in report["actions"] if "BTC/USDT: dropped 1 bad tick" in a)
+    plain_tick = next(a for a in plain_report["actions"] if "BTC/USDT: dropped 1 bad tick" in a)
+    line = int(plain_tick.split(f"{name} line ")[1].split(" ")[0])
+    assert f"{name} line {line + 1} " in tick
+
+
 def test_real_files_no_normal_bar_is_a_bad_tick(shared_data_dir: Path) -> None:
     # The flagged bars are far beyond every normal bar: a stricter threshold flags no more.
     _, strict = read_market_data(shared_data_dir, bad_tick_range_multiple=40.0)

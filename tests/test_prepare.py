@@ -13,7 +13,7 @@ import pytest
 from monolith.config import DataConfig, SyntheticConfig
 from monolith.data.features import TECHNICAL_COLUMNS
 from monolith.data.prepare import prepare_dataset
-from monolith.data.windows import METADATA_FILE, WindowSource, load_prepared_frame
+from monolith.data.windows import METADATA_FILE, Shard, WindowSource, load_prepared_frame
 from monolith.errors import DataError
 
 L = 8
@@ -114,25 +114,41 @@ def test_hmm_never_sees_val_or_test_rows(tmp_path):
     assert not np.allclose(fa.loc[~train, "close"], fb.loc[~train, "close"])
 
 
+def _all_windows(prepared: Path, split: str, **kw) -> WindowSource:
+    return WindowSource(prepared, fit_split=None, samples={split: None}, **kw)
+
+
 def test_windows_stay_inside_one_symbol_split_and_contiguous_bars(prepared):
-    src = WindowSource(prepared)
-    frame = load_prepared_frame(prepared).sort_values(["instrument_id", "timestamp"]).reset_index()
+    frame = load_prepared_frame(prepared)
+    scalers = json.loads((prepared / "scalers.json").read_text())
     step = pd.Timedelta(hours=1)
     for split in ("train", "val", "test"):
-        ends = src.window_ends(split)
-        starts = ends - (L - 1)
-        assert (frame["split"].to_numpy()[ends] == split).all()
-        assert (frame["split"].to_numpy()[starts] == split).all()
-        assert (
-            frame["instrument_id"].to_numpy()[starts] == frame["instrument_id"].to_numpy()[ends]
-        ).all()
-        span = frame["timestamp"].to_numpy()[ends] - frame["timestamp"].to_numpy()[starts]
-        assert (span == np.timedelta64(step * (L - 1))).all()
+        src = _all_windows(prepared, split)
+        feats, targets = src.arrays(split)
+        assert len(targets["regime"]) == src.num_windows(split) > 0
+        # every sampled window is L consecutive hourly bars of one symbol inside one split:
+        # find each window's rows in the prepared frame by its scaled first and last bar
+        for i in range(0, len(targets["regime"]), 97):
+            symbol = next(
+                s
+                for s, n in src.metadata["instruments"].items()
+                if n == feats["instrument_input"][i]
+            )
+            rows = frame[frame["symbol"] == symbol].reset_index(drop=True)
+            params = scalers["symbols"][symbol]
+            raw = rows[list(TECHNICAL_COLUMNS)].to_numpy()
+            scaled = ((raw - params["offset"]) / params["scale"]).astype(np.float32)
+            end = int(np.flatnonzero((scaled == feats["technical_input"][i, -1]).all(axis=1))[0])
+            start = end - L + 1
+            np.testing.assert_allclose(scaled[start : end + 1], feats["technical_input"][i])
+            assert set(rows["split"].iloc[start : end + 1]) == {split}
+            span = rows["timestamp"].iloc[end] - rows["timestamp"].iloc[start]
+            assert span == step * (L - 1)
 
 
-def test_tf_dataset_shapes_and_disjoint_shards(prepared):
+def test_tf_dataset_shapes_and_window_contents(prepared):
     src = WindowSource(prepared)
-    ds = src.dataset("train", 16, shuffle=False, repeat=False)
+    ds = src.dataset(16, shuffle=False, repeat=False)
     feats, targets = next(iter(ds))
     assert feats["technical_input"].shape == (16, L, 43)
     assert feats["instrument_input"].shape == (16,)
@@ -140,26 +156,72 @@ def test_tf_dataset_shapes_and_disjoint_shards(prepared):
     assert feats["mcp_input"].shape == (16, 4)
     assert set(np.unique(targets["direction"].numpy())) <= {0, 1}
     # the first window equals the scaled rows it claims to cover
-    end = src.window_ends("train")[0]
+    end = src.window_ends()[0]
     np.testing.assert_allclose(
         feats["technical_input"][0].numpy(), src.technical[end - L + 1 : end + 1]
     )
+    assert len(src.window_ends()) == src.num_windows("train")
 
-    def ends_seen(shard):
-        ds = src.dataset(
-            "train",
-            1,
-            shuffle=False,
-            repeat=False,
-            num_shards=2,
-            shard_index=shard,
-            drop_remainder=False,
+
+def test_worker_shards_hold_disjoint_rows_that_cover_the_training_split(prepared):
+    """With 2 workers, each loads only its rows: disjoint, together the whole train split;
+    no window crosses a symbol, split, gap or the cut between the shards."""
+    frame = load_prepared_frame(prepared)
+    train = frame[frame["split"] == "train"]
+    whole = WindowSource(prepared)
+    shards = [WindowSource(prepared, shard=Shard(i, 2)) for i in range(2)]
+    for src in shards:
+        assert src.technical.shape[0] < 0.6 * whole.technical.shape[0]
+    # Per symbol, shard 0's rows then shard 1's are exactly that symbol's train rows in time
+    # order (closes identify bars): disjoint, contiguous, nothing missing, nothing extra.
+    closes = [_unscaled_close(src, prepared) for src in shards]
+    for inst, rows in train.groupby("instrument_id"):
+        parts = [c[src._rows["instrument"] == inst] for c, src in zip(closes, shards, strict=True)]
+        assert all(len(p) > 0 for p in parts)
+        np.testing.assert_allclose(np.concatenate(parts), rows["close"].to_numpy(), rtol=1e-6)
+    for src in shards:
+        ends = src.window_ends()
+        inst = src._rows["instrument"]
+        # each window's rows are consecutive train bars of one symbol
+        for e in ends[:: max(1, len(ends) // 200)]:
+            assert len(set(inst[e - L + 1 : e + 1])) == 1
+    counts = shards[0]._shard_counts
+    assert counts == shards[1]._shard_counts
+    assert sum(counts) == sum(len(s.window_ends()) for s in shards)
+    # only the windows straddling a cut are lost: L - 1 per symbol
+    assert whole.num_windows("train") - sum(counts) <= (L - 1) * 3
+    steps = shards[0].steps_per_epoch(16)
+    assert steps == min(counts) // 8 == shards[1].steps_per_epoch(16)
+
+
+def _unscaled_close(src: WindowSource, prepared: Path) -> np.ndarray:
+    scalers = json.loads((prepared / "scalers.json").read_text())
+    names = {n: s for s, n in src.metadata["instruments"].items()}
+    column = list(TECHNICAL_COLUMNS).index("close")
+    out = np.empty(len(src.technical))
+    for inst in np.unique(src._rows["instrument"]):
+        rows = src._rows["instrument"] == inst
+        params = scalers["symbols"][names[int(inst)]]
+        out[rows] = (
+            src.technical[rows, column].astype(np.float64) * params["scale"][column]
+            + params["offset"][column]
         )
-        return {tuple(np.round(f["technical_input"][0, -1, :3].numpy(), 5)) for f, _ in ds}
+    return out
 
-    a, b = ends_seen(0), ends_seen(1)
-    assert not (a & b)
-    assert len(a) + len(b) == src.num_windows("train")
+
+def test_evaluation_samples_are_fixed_and_the_same_on_every_shard(prepared):
+    a = WindowSource(prepared, shard=Shard(0, 2), samples={"val": 50, "train": 40})
+    b = WindowSource(prepared, shard=Shard(1, 2), samples={"val": 50, "train": 40})
+    c = WindowSource(prepared, samples={"val": 50, "train": 40})
+    for split, n in (("val", 50), ("train", 40)):
+        fa, ta = a.arrays(split)
+        assert len(ta["regime"]) == n
+        for other in (b, c):
+            fo, to = other.arrays(split)
+            np.testing.assert_array_equal(fa["technical_input"], fo["technical_input"])
+            np.testing.assert_array_equal(ta["direction"], to["direction"])
+    # evenly spread over every symbol
+    assert len(set(a.arrays("val")[0]["instrument_input"])) == 3
 
 
 def test_window_memory_does_not_grow_with_sequence_length(prepared):
@@ -174,10 +236,10 @@ def test_sequence_length_one_row_mode(tmp_path):
         _cfg(sequence_length=1, synthetic=SyntheticConfig(symbols=2, rows_per_symbol=400)),
         tmp_path / "p",
     )
-    src = WindowSource(tmp_path / "p")
+    src = _all_windows(tmp_path / "p", "val")
     feats, _ = src.arrays("val")
     assert feats["technical_input"].shape[1:] == (1, 43)
-    assert meta["windows"]["val"] == src.num_windows("val")
+    assert meta["windows"]["val"] == src.num_windows("val") == len(feats["technical_input"])
 
 
 def _leftovers(folder: Path) -> list[str]:

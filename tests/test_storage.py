@@ -96,7 +96,9 @@ def model_bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("model")
     cfg = config_from_dict(TINY)
     prepare_dataset(cfg.data, root / "data")
-    source = WindowSource(root / "data", sequence_length=cfg.data.sequence_length)
+    source = WindowSource(
+        root / "data", sequence_length=cfg.data.sequence_length, samples={"val": 32}
+    )
     model = build_monolith(cfg.model, source.spec, seed=1)
     bundle = write_bundle(
         root / "bundle",
@@ -109,7 +111,7 @@ def model_bundle(tmp_path_factory):
         history=[{"epoch": 1, "loss": 1.0, "val_loss": 1.0}],
         metrics={"val_ref_ntxent": 1.0},
     )
-    feats, _ = source.arrays("val", max_windows=32)
+    feats, _ = source.arrays("val")
     inputs = {k: v for k, v in feats.items() if k in {t.name for t in model.inputs}}
     outputs = {k: np.asarray(v) for k, v in model(inputs, training=False).items()}
     return bundle, inputs, outputs

@@ -493,6 +493,70 @@ def _initialise(hmm: Any, z: np.ndarray, n_states: int) -> None:
     hmm.covars_ = np.array([z[g].var(axis=0) for g in groups]) + 1e-3
 
 
+# The regime HMM is fitted on a documented subsample when the train rows are many: a Gaussian
+# HMM of a few states over two observations is pinned down by a few hundred thousand bars,
+# and EM over every train row of a large dataset would cost a minute per million rows on
+# one core (the one step of a preparation that cannot be spread over a cluster). Both the
+# single-process and the cluster preparation take exactly this sample.
+HMM_FIT_CHUNK_ROWS = 1000
+
+
+def regime_fit_quotas(train_rows: dict[str, int], max_rows: int | None) -> dict[str, int]:
+    """How many train rows of each symbol the regime HMM is fitted on.
+
+    Every train row when the total is at most ``max_rows`` (or ``max_rows`` is None);
+    otherwise each symbol's share of ``max_rows`` in proportion to its train rows (floor).
+    """
+    total = sum(train_rows.values())
+    if max_rows is None or total <= max_rows:
+        return dict(train_rows)
+    return {sym: int(max_rows * n // total) for sym, n in train_rows.items()}
+
+
+def regime_fit_chunks(n_rows: int, quota: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` row ranges of one symbol's train rows that make up its fit sample.
+
+    All rows when ``quota >= n_rows`` (one sequence). Otherwise ``ceil(quota / 1000)``
+    contiguous chunks of 1,000 rows (the last one shorter so they sum to ``quota``), their
+    starts spread evenly over the symbol's train rows: deterministic, so every run and every
+    way of splitting the work over processes fits the same HMM. Each chunk is one HMM
+    sequence (the chain restarts at a chunk's first bar).
+    """
+    if quota >= n_rows:
+        return [(0, n_rows)] if n_rows else []
+    if quota <= 0:
+        return []
+    count = -(-quota // HMM_FIT_CHUNK_ROWS)
+    lengths = [HMM_FIT_CHUNK_ROWS] * (count - 1) + [quota - HMM_FIT_CHUNK_ROWS * (count - 1)]
+    span = n_rows - HMM_FIT_CHUNK_ROWS
+    starts = np.linspace(0, max(span, 0), count).round().astype(np.int64)
+    return [(int(a), int(a) + n) for a, n in zip(starts, lengths, strict=True)]
+
+
+def regime_fit_sequences(
+    frame: pd.DataFrame, train_mask: np.ndarray, quotas: dict[str, int] | None = None
+) -> dict[str, list[np.ndarray]]:
+    """Per symbol, the observation sequences its train rows contribute to the HMM fit.
+
+    Sequences are runs of consecutive train rows within a symbol (the train split is one
+    run per symbol), cut to ``regime_fit_chunks`` when ``quotas`` limits the symbol.
+    """
+    mask = np.asarray(train_mask)
+    observations = _observation_matrix(frame, "regime_fit_sequences")
+    symbols = frame["symbol"].to_numpy()
+    out: dict[str, list[np.ndarray]] = {}
+    position = 0
+    idx = np.flatnonzero(mask)
+    for length in _run_lengths(frame, mask):
+        rows = idx[position : position + length]
+        position += length
+        symbol = str(symbols[rows[0]])
+        quota = length if quotas is None else min(quotas.get(symbol, length), length)
+        for start, stop in regime_fit_chunks(length, quota):
+            out.setdefault(symbol, []).append(observations[rows[start:stop]])
+    return out
+
+
 def fit_regime_hmm(
     frame: pd.DataFrame, train_mask: np.ndarray, n_states: int, seed: int
 ) -> RegimeModel:
@@ -505,8 +569,6 @@ def fit_regime_hmm(
         DataError: the mask does not match the frame, selects too few rows, or selects rows
             with undefined observations.
     """
-    from hmmlearn.hmm import GaussianHMM  # imported here: only fitting needs it
-
     where = "fit_regime_hmm"
     _require_sorted(frame, where)
     mask = np.asarray(train_mask)
@@ -515,19 +577,36 @@ def fit_regime_hmm(
             f"{where}: train_mask must be a boolean array of shape ({len(frame)},), got "
             f"dtype {mask.dtype} shape {mask.shape}"
         )
+    sequences = regime_fit_sequences(frame, mask)
+    return fit_regime_hmm_sequences(
+        [seq for symbol in sorted(sequences) for seq in sequences[symbol]], n_states, seed
+    )
+
+
+def fit_regime_hmm_sequences(sequences: list[np.ndarray], n_states: int, seed: int) -> RegimeModel:
+    """Fit the regime HMM on observation sequences (each ``(T_i, 2)``, train rows only).
+
+    Observations are standardised with the statistics of these rows only.
+
+    Raises:
+        DataError: too few rows, or rows with undefined observations.
+    """
+    from hmmlearn.hmm import GaussianHMM  # imported here: only fitting needs it
+
+    where = "fit_regime_hmm"
     if not 2 <= n_states <= 10:
         raise DataError(f"{where}: n_states = {n_states} is invalid: allowed range [2, 10]")
-    x = _observation_matrix(frame, where)[mask]
+    sequences = [np.asarray(seq, dtype=np.float64) for seq in sequences if len(seq)]
+    x = np.concatenate(sequences) if sequences else np.empty((0, len(HMM_OBSERVATION_COLUMNS)))
     if len(x) < 10 * n_states:
         raise DataError(
             f"{where}: {len(x)} train row(s) for {n_states} states; at least {10 * n_states} needed"
         )
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
-        row = int(np.flatnonzero(mask)[np.flatnonzero(bad)[0]])
         raise DataError(
-            f"{where}: observations at row {row + 1} (symbol {frame['symbol'].iat[row]!r}) are "
-            "not finite; drop warm-up rows (add_technical_indicators does) before fitting"
+            f"{where}: observations at train row {int(np.flatnonzero(bad)[0]) + 1} are not "
+            "finite; drop warm-up rows (add_technical_indicators does) before fitting"
         )
     obs_mean = x.mean(axis=0)
     obs_scale = x.std(axis=0)
@@ -548,7 +627,7 @@ def fit_regime_hmm(
         init_params="",
     )
     _initialise(hmm, z, n_states)
-    hmm.fit(z, lengths=_run_lengths(frame, mask))
+    hmm.fit(z, lengths=[len(seq) for seq in sequences])
     order = np.argsort(hmm.means_[:, 1], kind="stable")
     model = RegimeModel(
         n_states=n_states,
@@ -564,9 +643,10 @@ def fit_regime_hmm(
         converged=bool(hmm.monitor_.converged),
     )
     logger.info(
-        "regime HMM: %d states fitted on %d train rows (converged=%s)",
+        "regime HMM: %d states fitted on %d train rows in %d sequence(s) (converged=%s)",
         n_states,
         len(x),
+        len(sequences),
         model.converged,
     )
     return model

@@ -1,19 +1,29 @@
-"""Ingest: CSV/Parquet files in three layouts → one canonical frame and a cleaning report.
+"""Ingest: CSV/Parquet market data files → one canonical frame and a cleaning report.
 
 The canonical frame has ``timestamp`` (datetime64[ns, UTC]), ``symbol`` (str), ``open high low
 close volume`` (float64), then any passthrough columns of a ready dataset, sorted by
 (symbol, timestamp) on a RangeIndex.
 
-Layouts are detected per file from its column names (case-insensitive, spaces stripped):
+Files are read as their sources publish them: how a file is laid out (delimiter, banner lines
+above the header, header-less files, multi-row headers, column-name spellings and aliases,
+timestamp formats) is decided in ``monolith.data.layouts``, whose docstring lists every layout
+accepted. This module reads the bytes, parses them with pyarrow and maps the columns, in one
+of three ways detected per file from its column names:
 
 - ``cryptodatadownload``: ``unix,date,symbol,open,high,low,close,Volume <BASE>,Volume <QUOTE>,
-  tradecount`` (Binance exports). ``unix`` is the truth for time; ``date`` is only cross-checked
-  and the disagreements are counted.
+  tradecount`` (Binance exports; the ``https://www.CryptoDataDownload.com`` line above the
+  header is skipped). ``unix`` is the truth for time; ``date`` is only cross-checked and the
+  disagreements are counted.
 - ``seed``: a ready dataset (``timestamp, symbol, OHLCV`` plus technical columns,
   ``llm_embedding``, ``mcp_feature_*``, ``hmm_regime``, ``level_sl``, ``level_tp``); the extra
   columns are validated and passed through.
-- ``generic``: a timestamp column (epoch s/ms/us/ns or ISO strings), OHLCV and an optional
-  symbol column (the file stem otherwise); other columns are dropped and the drop is reported.
+- ``generic``: a timestamp column, OHLCV (under any alias ``layouts`` knows) and an optional
+  symbol column; without one the file holds one symbol, named by yfinance's ticker row, else
+  its hive folder (``symbol=BTCUSDT/``), else the file stem. Other columns are dropped and the
+  drop is reported.
+
+Times without a zone are taken as UTC: exchange data is published in UTC, and guessing a local
+zone would shift every bar.
 
 Nothing is dropped or altered silently: every cleaning step is counted per symbol and listed as
 a human-readable action. The steps run in this order, so each bar is counted once, under the
@@ -27,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +50,19 @@ import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
 from monolith.data.features import TECHNICAL_COLUMNS
+from monolith.data.layouts import (
+    SNIFF_BYTES,
+    TIMESTAMP_ALIASES,
+    ColumnMap,
+    CsvShape,
+    alias_key,
+    map_columns,
+    normalise_name,
+    parse_numbers,
+    sniff_csv,
+    time_formats,
+    time_of_day_format,
+)
 from monolith.data.sources import SourceFile, read_source, resolve_sources
 from monolith.errors import DataError
 from monolith.storage import StorageSettings
@@ -48,8 +72,6 @@ logger = logging.getLogger(__name__)
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
 CANONICAL_COLUMNS = ("timestamp", "symbol", *OHLCV_COLUMNS)
-# Searched in this order; the first present names the time column of a generic file.
-TIMESTAMP_CANDIDATES = ("timestamp", "time", "datetime", "date", "open_time")
 # Columns that make a file a ready dataset rather than bare OHLCV.
 SEED_MARKERS = frozenset(
     {c.lower() for c in TECHNICAL_COLUMNS[5:]}
@@ -58,7 +80,10 @@ SEED_MARKERS = frozenset(
 SEED_NUMERIC_EXTRAS = ("hmm_regime", "level_sl", "level_tp")
 DEFAULT_BAD_TICK_RANGE_MULTIPLE = 50.0
 
-_CSV_NULLS = ["", "NULL", "null", "NaN", "nan", "NA", "N/A", "None", "none"]
+# "-" is how Investing.com writes a missing volume.
+_CSV_NULLS = ["", "NULL", "null", "NaN", "nan", "NA", "N/A", "None", "none", "-"]
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_NS_PER_DAY = 86_400 * 1_000_000_000
 # At most this many examples (time, file, line) are quoted per cleaning action.
 _EXAMPLES = 3
 
@@ -71,6 +96,23 @@ class _FileFrame:
     frame: pd.DataFrame  # canonical columns + passthrough + _file, _row
     passthrough: list[str]
     actions: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Where:
+    """A file and where its data rows start, so a message names the line a person would open."""
+
+    file: SourceFile
+    first_data_line: int | None  # None: Parquet, which has rows, not lines
+
+    def row(self, index: int) -> str:
+        """Where data row ``index`` (0-based) sits in the file."""
+        if self.first_data_line is None:
+            return f"row {index + 1}"
+        return f"line {index + self.first_data_line} (data row {index + 1})"
+
+    def __str__(self) -> str:
+        return str(self.file)
 
 
 def read_market_data(
@@ -95,9 +137,9 @@ def read_market_data(
             None keeps every symbol.
 
     Returns:
-        The canonical frame and a JSON-serialisable report (files with SHA-256, per-symbol
-        cleaning counts, human-readable actions: per file in file order, then per symbol in
-        symbol order).
+        The canonical frame and a JSON-serialisable report (files with SHA-256 and how each
+        was laid out, per-symbol cleaning counts, human-readable actions: per file in file
+        order, then per symbol in symbol order).
 
     Raises:
         DataError: naming the file, column, row and value for unusable input.
@@ -117,6 +159,7 @@ def read_market_data(
         ignore_index=True,
     )
     actions = [a for p in parsed for a in p.actions]
+    by_symbol: dict[str, list[str]] = {}
     frame, per_symbol = _clean(
         combined,
         passthrough=passthrough,
@@ -124,8 +167,17 @@ def read_market_data(
         min_rows=min_rows,
         bad_tick_range_multiple=bad_tick_range_multiple,
         actions=actions,
+        by_symbol=by_symbol,
     )
-    report = {"files": [p.entry for p in parsed], "symbols": per_symbol, "actions": actions}
+    report = {
+        "files": [p.entry for p in parsed],
+        "symbols": per_symbol,
+        "actions": actions,
+        # The same actions by where they come from, so that the reports of symbol groups read
+        # on several processes merge into the order one process writes.
+        "file_actions": {p.entry["path"]: list(p.actions) for p in parsed if p.actions},
+        "symbol_actions": by_symbol,
+    }
     logger.info(
         "read %d rows of %d symbol(s) from %d file(s); %d cleaning action(s)",
         len(frame),
@@ -136,32 +188,200 @@ def read_market_data(
     return frame, report
 
 
+def file_symbols(file: SourceFile, settings: StorageSettings | None = None) -> dict[str, int]:
+    """The symbols a file holds and how many rows each, reading as little as the format allows.
+
+    The same layout detection as ``read_market_data``, so the symbols are the strings it
+    would produce. A file without a symbol column holds one symbol (the yfinance ticker row,
+    else its hive folder, else its stem): a Parquet file's rows then come from its footer and
+    no data is read. With a symbol column only that column is read (Parquet column
+    projection; for CSV a pyarrow parse converting that column alone). A file on S3 is
+    downloaded whole: object stores are read by the object.
+
+    Raises:
+        DataError: the file is unreadable, empty, or a symbol is missing, as when it is read.
+    """
+    if file.format == "parquet":
+        parquet = _parquet_file(file, settings)
+        names = parquet.schema_arrow.names
+        _normalised_names(file, names)
+        symbol = map_columns(names).symbol
+        if symbol is None:
+            rows = parquet.metadata.num_rows
+            if rows == 0:
+                raise DataError(f"{file}: holds no rows")
+            return {_fallback_symbol(file, None): rows}
+        try:
+            table = parquet.read(columns=[symbol])
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{file}: cannot be read as parquet: {exc}") from None
+        where = _Where(file, None)
+    else:
+        data, _ = read_source(file, settings)
+        data, shape, _ = _csv_shape(file, data)
+        _normalised_names(file, shape.names)
+        symbol = map_columns(shape.names).symbol
+        table = _parse_csv(file, data, shape, include=[symbol or shape.names[0]])
+        if symbol is None:
+            return {_fallback_symbol(file, shape): table.num_rows}
+        where = _Where(file, shape.first_data_line)
+    counts = _symbols(where, table.column(0), table.num_rows, "").value_counts(sort=False)
+    return {str(name): int(n) for name, n in sorted(counts.items())}
+
+
 # --------------------------------------------------------------------------------------------
 # Reading one file
 
 
-def _read_table(path: SourceFile, data: bytes | bytearray) -> pa.Table:
+def _read_table(
+    path: SourceFile, data: bytes | bytearray
+) -> tuple[pa.Table, CsvShape | None, str | None]:
+    """The file as an Arrow table, how its CSV was laid out, and its encoding if not UTF-8."""
+    if path.format == "csv":
+        data, shape, encoding = _csv_shape(path, data)
+        return _parse_csv(path, data, shape), shape, encoding
+    if not data:
+        raise DataError(f"{path}: is empty (0 bytes)")
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise DataError(f"{path}: cannot be read as parquet: {exc}") from None
+    if table.num_rows == 0:
+        raise DataError(f"{path}: holds no rows (columns {table.column_names})")
+    return table, None, None
+
+
+def _csv_shape(
+    path: SourceFile, data: bytes | bytearray
+) -> tuple[bytes | bytearray, CsvShape, str | None]:
+    """UTF-8 bytes, how the CSV is laid out (from its first ``SNIFF_BYTES``), the encoding."""
+    if not data:
+        raise DataError(f"{path}: is empty (0 bytes)")
+    encoding = None
+    if bytes(data[:2]) in _UTF16_BOMS:
+        # MetaTrader exports UTF-16; pyarrow reads UTF-8 only.
+        try:
+            data = bytes(data).decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: starts like UTF-16 but is not: {exc}") from None
+        encoding = "utf-16"
+    head = bytes(data[:SNIFF_BYTES])
+    shape = sniff_csv(head, complete=len(data) <= SNIFF_BYTES, where=str(path))
+    return data, shape, encoding
+
+
+def _parse_csv(
+    path: SourceFile,
+    data: bytes | bytearray,
+    shape: CsvShape,
+    include: list[str] | None = None,
+) -> pa.Table:
     # The system allocator returns freed blocks to the OS; Arrow's default pool keeps them,
     # which would inflate the process's peak memory for the rest of the pipeline.
     pool = pa.system_memory_pool()
     try:
-        if path.format == "csv":
-            return pv.read_csv(
-                pa.BufferReader(data),
-                read_options=pv.ReadOptions(use_threads=False),
-                convert_options=pv.ConvertOptions(null_values=_CSV_NULLS, strings_can_be_null=True),
-                memory_pool=pool,
-            )
-        return pq.read_table(pa.BufferReader(data))
+        table = pv.read_csv(
+            pa.BufferReader(data),
+            # The names come from the sniff, so the lines above the first data row (banner,
+            # header, yfinance's extra header rows) are all skipped as lines.
+            read_options=pv.ReadOptions(
+                use_threads=False,
+                skip_rows=shape.skip_rows + shape.header_rows,
+                column_names=list(shape.names),
+            ),
+            parse_options=pv.ParseOptions(delimiter=shape.delimiter),
+            convert_options=pv.ConvertOptions(
+                null_values=_CSV_NULLS, strings_can_be_null=True, include_columns=include
+            ),
+            memory_pool=pool,
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise DataError(f"{path}: cannot be read as {path.format}: {exc}") from None
+        raise DataError(f"{path}: cannot be read as csv: {exc}") from None
+    if table.num_rows == 0:
+        raise DataError(
+            f"{path}: has a header ({', '.join(shape.names)}; line {shape.skip_rows + 1}) but "
+            "no data rows"
+        )
+    return table
 
 
-def _row_label(path: SourceFile, index: int) -> str:
-    """Where data row ``index`` (0-based) sits in the file, as a person would look for it."""
-    if path.format == "csv":
-        return f"line {index + 2} (data row {index + 1})"
-    return f"row {index + 1}"
+def _parquet_file(file: SourceFile, settings: StorageSettings | None) -> pq.ParquetFile:
+    """A Parquet file opened for its footer: a local one is not read beyond it."""
+    try:
+        if file.uri.startswith("s3://"):
+            data, _ = read_source(file, settings)
+            if not data:
+                raise DataError(f"{file}: is empty (0 bytes)")
+            return pq.ParquetFile(pa.BufferReader(data))
+        if os.path.getsize(file.uri) == 0:
+            raise DataError(f"{file}: is empty (0 bytes)")
+        return pq.ParquetFile(file.uri)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{file}: cannot be read as parquet: {exc}") from None
+
+
+def _normalised_names(path: SourceFile, names: list[str] | tuple[str, ...]) -> list[str]:
+    """Names as compared (see ``layouts.normalise_name``); two that compare equal are refused."""
+    normalised = [normalise_name(name) for name in names]
+    seen: dict[str, str] = {}
+    for original, name in zip(names, normalised, strict=True):
+        if name in seen:
+            raise DataError(
+                f"{path}: columns {seen[name]!r} and {original!r} are the same name once case, "
+                "spaces, <> and trailing * are ignored; rename one"
+            )
+        seen[name] = original
+    return normalised
+
+
+def _layout(names: list[str]) -> str:
+    keys = set(names)
+    if ({"unix", *PRICE_COLUMNS} <= keys or {"unix timestamp", *PRICE_COLUMNS} <= keys) and any(
+        n.startswith("volume ") for n in names
+    ):
+        return "cryptodatadownload"
+    if {"timestamp", "symbol", *OHLCV_COLUMNS} <= keys and (
+        SEED_MARKERS & keys or any(n.startswith("mcp_feature_") for n in names)
+    ):
+        return "seed"
+    return "generic"
+
+
+def _fallback_symbol(path: SourceFile, shape: CsvShape | None) -> str:
+    """The one symbol of a file without a symbol column: what names it inside, else outside."""
+    if shape is not None and shape.ticker:
+        return shape.ticker
+    # Named by its hive folder (symbol=BTCUSDT/...) or else by the file.
+    return path.symbol_hint or path.stem
+
+
+def _shape_actions(path: SourceFile, shape: CsvShape | None, encoding: str | None) -> list[str]:
+    """How the file's layout was read, for a person checking that nothing was guessed wrong."""
+    actions = []
+    if encoding is not None:
+        actions.append(
+            f"{path.name}: read as {encoding.upper()} (it starts with a byte-order mark)"
+        )
+    if shape is None:
+        return actions
+    if shape.skip_rows:
+        above = "the first data row" if shape.headerless else "the header"
+        actions.append(
+            f"{path.name}: skipped {shape.skip_rows} line(s) above {above} (first: "
+            f"{shape.skipped_first!r})"
+        )
+    if shape.headerless is not None:
+        actions.append(
+            f"{path.name}: no header line; columns named as {shape.headerless.what} "
+            f"({', '.join(shape.headerless.columns)})"
+            + (f"; {shape.headerless.note}" if shape.headerless.note else "")
+        )
+    if shape.ticker is not None:
+        actions.append(
+            f"{path.name}: yfinance multi-row header ({shape.header_rows} lines); symbol "
+            f"{shape.ticker!r} from its ticker row"
+        )
+    return actions
 
 
 def _read_file(
@@ -171,27 +391,14 @@ def _read_file(
     symbols: frozenset[str] | None = None,
 ) -> _FileFrame:
     data, sha = read_source(path, settings)
-    table = _read_table(path, data)
-    names = [name.strip().lower() for name in table.column_names]
-    seen: dict[str, str] = {}
-    for original, name in zip(table.column_names, names, strict=True):
-        if name in seen:
-            raise DataError(
-                f"{path}: columns {seen[name]!r} and {original!r} are the same name once case "
-                "and spaces are ignored; rename one"
-            )
-        seen[name] = original
+    table, shape, encoding = _read_table(path, data)
+    where = _Where(path, shape.first_data_line if shape is not None else None)
+    names = _normalised_names(path, table.column_names)
     columns = {name: table.column(i) for i, name in enumerate(names)}
     originals = dict(zip(names, table.column_names, strict=True))
-
-    if {"unix", *PRICE_COLUMNS} <= columns.keys() and any(n.startswith("volume ") for n in names):
-        layout = "cryptodatadownload"
-    elif {"timestamp", "symbol", *OHLCV_COLUMNS} <= columns.keys() and (
-        SEED_MARKERS & columns.keys() or any(n.startswith("mcp_feature_") for n in names)
-    ):
-        layout = "seed"
-    else:
-        layout = "generic"
+    by_original = {name: table.column(i) for i, name in enumerate(table.column_names)}
+    mapped = map_columns(table.column_names)
+    layout = _layout(names)
 
     entry: dict[str, Any] = {
         "path": path.uri,
@@ -202,12 +409,17 @@ def _read_file(
         "rows": table.num_rows,
         "layout": layout,
     }
+    if encoding is not None:
+        entry["encoding"] = encoding
+    if shape is not None:
+        entry.update(shape.report())
     out = _FileFrame(entry=entry, frame=pd.DataFrame(), passthrough=[])
+    out.actions.extend(_shape_actions(path, shape, encoding))
     n = table.num_rows
     if layout == "cryptodatadownload":
-        ts = _epoch_to_ns(path, "unix", columns["unix"])
-        volume_name = _cdd_volume_column(columns, names)
-        symbol = _symbols(path, columns.get("symbol"), n)
+        time_name = originals["unix" if "unix" in columns else "unix timestamp"]
+        ts = _epoch_to_ns(where, time_name, by_original[time_name])
+        volume_name = originals[_cdd_volume_column(columns, names)]
         mismatches = _cdd_date_mismatches(columns.get("date"), ts)
         entry["date_mismatches"] = mismatches
         if mismatches:
@@ -215,52 +427,71 @@ def _read_file(
                 f"{path.name}: {mismatches} row(s) have a 'date' that disagrees with 'unix'; "
                 "'unix' was used as the time of the bar"
             )
-        source_columns = {"volume": volume_name}
-        dropped = [
-            originals[c] for c in names if c not in {"unix", "symbol", *PRICE_COLUMNS, volume_name}
-        ]
+        sources = {**{p: originals[p] for p in PRICE_COLUMNS}, "volume": volume_name}
+        used = {time_name, mapped.symbol, *sources.values()}
+    elif layout == "seed":
+        ts = _timestamps_to_ns(where, originals["timestamp"], columns["timestamp"])
+        sources = {c: originals[c] for c in OHLCV_COLUMNS}
+        used = set(table.column_names)
     else:
-        required = (
-            ["timestamp", "symbol", *OHLCV_COLUMNS] if layout == "seed" else list(OHLCV_COLUMNS)
-        )
-        time_name = next((c for c in TIMESTAMP_CANDIDATES if c in columns), None)
-        missing = [c for c in required if c not in columns]
-        if time_name is None:
-            missing.insert(0, "timestamp (or one of " + "/".join(TIMESTAMP_CANDIDATES[1:]) + ")")
-        if missing:
-            raise DataError(
-                f"{path}: missing required column(s) {missing}; found {list(table.column_names)}"
+        _require_generic(path, mapped, table.column_names)
+        ts, time_names = _generic_times(where, mapped, by_original, table.column_names)
+        sources = {p: getattr(mapped, p) for p in PRICE_COLUMNS}
+        used = {*time_names, mapped.symbol, *sources.values()}
+        entry["timestamp_column"] = time_names[0] if len(time_names) == 1 else time_names
+        if mapped.unnamed is not None:
+            out.actions.append(
+                f"{path.name}: the unnamed column {mapped.unnamed!r} (a pandas index) was "
+                "taken as the time of the bar"
             )
-        ts = _timestamps_to_ns(path, originals[time_name], columns[time_name])
-        symbol = _symbols(path, columns.get("symbol"), n)
-        source_columns = {"volume": "volume"}
-        used = {time_name, "symbol", *OHLCV_COLUMNS}
-        dropped = [] if layout == "seed" else [originals[c] for c in names if c not in used]
+        elif len(time_names) == 2:
+            out.actions.append(
+                f"{path.name}: the time of the bar is {time_names[0]!r} and {time_names[1]!r} "
+                "combined"
+            )
+        if mapped.close_from_price:
+            out.actions.append(f"{path.name}: {mapped.close!r} taken as the close")
 
+    symbol = _symbols(
+        where,
+        None if mapped.symbol is None else by_original[mapped.symbol],
+        n,
+        _fallback_symbol(path, shape),
+    )
     frame = pd.DataFrame({"timestamp": ts, "symbol": symbol})
-    for name in OHLCV_COLUMNS:
-        col = source_columns.get(name, name)
-        frame[name] = _numeric(path, originals[col], columns[col])
+    for name in PRICE_COLUMNS:
+        frame[name] = _numeric(where, sources[name], by_original[sources[name]])
+    if layout == "generic":
+        volume, volume_name, note = _volume(where, mapped, by_original)
+        frame["volume"] = volume
+        if note:
+            out.actions.append(f"{path.name}: {note}")
+        used.add(volume_name)
+    else:
+        volume_name = sources["volume"]
+        frame["volume"] = _numeric(where, volume_name, by_original[volume_name], suffixes=True)
+    entry["volume_column"] = volume_name
     if layout == "seed":
-        used = {"timestamp", "symbol", *OHLCV_COLUMNS}
+        seed_used = {"timestamp", "symbol", *OHLCV_COLUMNS}
         canonical = {c.lower(): c for c in TECHNICAL_COLUMNS}
         for name in names:
-            if name in used:
+            if name in seed_used:
                 continue
             target = canonical.get(
                 name, "llm_embedding" if name == "llm_embedding" else originals[name]
             )
             if target == "llm_embedding":
-                frame[target] = _embeddings(path, originals[name], columns[name])
+                frame[target] = _embeddings(where, originals[name], columns[name])
             elif (
                 target in TECHNICAL_COLUMNS
                 or target in SEED_NUMERIC_EXTRAS
                 or name.startswith("mcp_feature_")
             ):
-                frame[target] = _numeric(path, originals[name], columns[name])
+                frame[target] = _numeric(where, originals[name], columns[name])
             else:
                 frame[target] = columns[name].to_pandas()
             out.passthrough.append(target)
+    dropped = [c for c in table.column_names if c not in used]
     if dropped:
         out.actions.append(f"{path.name} ({layout} layout): ignored column(s) {dropped}")
     frame["_file"] = np.int32(file_index)
@@ -269,6 +500,84 @@ def _read_file(
         frame = frame.loc[frame["symbol"].isin(symbols).to_numpy()].reset_index(drop=True)
     out.frame = frame
     return out
+
+
+def _require_generic(path: SourceFile, mapped: ColumnMap, found: list[str]) -> None:
+    """Refuse a file missing a time, a price or a volume column, naming what it has instead."""
+    missing = [p for p in PRICE_COLUMNS if getattr(mapped, p) is None]
+    if mapped.volume is None and mapped.tick_volume is None:
+        missing.append("volume")
+    if mapped.time is None and mapped.unnamed is None:
+        missing.insert(
+            0,
+            "timestamp (or one of " + "/".join(TIMESTAMP_ALIASES[1:]) + ", or an unnamed "
+            "first column of times)",
+        )
+    if missing:
+        raise DataError(f"{path}: missing required column(s) {missing}; found {found}")
+
+
+def _generic_times(
+    where: _Where, mapped: ColumnMap, by_original: dict[str, pa.ChunkedArray], found: list[str]
+) -> tuple[np.ndarray, list[str]]:
+    """The time of each bar as UTC ns, and the column(s) it came from."""
+    if mapped.date_part is not None and _is_time_of_day(by_original[mapped.time_part]):
+        day = _timestamps_to_ns(where, mapped.date_part, by_original[mapped.date_part])
+        not_midnight = day % _NS_PER_DAY != 0
+        if not_midnight.any():
+            index = int(np.flatnonzero(not_midnight)[0])
+            raise DataError(
+                f"{where}: column {mapped.date_part!r}, {where.row(index)}: holds a time of "
+                f"day too ({by_original[mapped.date_part][index].as_py()!r}), so it cannot be "
+                f"combined with the time of day in {mapped.time_part!r}"
+            )
+        moment = _time_of_day_ns(where, mapped.time_part, by_original[mapped.time_part])
+        return day + moment, [mapped.date_part, mapped.time_part]
+    if mapped.time is not None:
+        return _timestamps_to_ns(where, mapped.time, by_original[mapped.time]), [mapped.time]
+    # A pandas index written without a name: times only if it holds times. Its integers
+    # are a row counter (0, 1, 2, ...) unless they are epochs of this century.
+    name = mapped.unnamed
+    values = by_original[name]
+    numeric = pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
+    low = pc.min(values).as_py() if numeric else None
+    try:
+        if numeric and (low is None or low < 1e9):
+            raise DataError(f"{where.row(0)} holds {values[0].as_py()!r}, a row number")
+        return _timestamps_to_ns(where, name, values), [name]
+    except DataError as exc:
+        reason = str(exc).removeprefix(f"{where}: ")
+        raise DataError(
+            f"{where}: missing required column(s) ['timestamp']: no column is named as a time "
+            f"({'/'.join(TIMESTAMP_ALIASES)}) and the unnamed column {name!r} does not hold "
+            f"times ({reason}); found {found}"
+        ) from None
+
+
+def _volume(
+    where: _Where, mapped: ColumnMap, by_original: dict[str, pa.ChunkedArray]
+) -> tuple[np.ndarray, str, str | None]:
+    """The volume, the column it came from, and a note when there was a choice to make.
+
+    MetaTrader writes a real volume (``<VOL>``) and a tick volume (``<TICKVOL>``, price changes
+    per bar); the real one is zero for most forex brokers, and then the tick volume is the
+    only measure of activity there is.
+    """
+    tick = mapped.tick_volume
+    if mapped.volume is not None:
+        real = _numeric(where, mapped.volume, by_original[mapped.volume], suffixes=True)
+        if tick is None:
+            return real, mapped.volume, None
+        if np.any(np.isfinite(real) & (real != 0)):
+            return (
+                real,
+                mapped.volume,
+                f"volume from {mapped.volume!r}; tick volume {tick!r} ignored",
+            )
+    assert tick is not None  # _require_generic refused a file with neither
+    why = f"{mapped.volume!r} is all zero" if mapped.volume else "there is no real volume"
+    note = f"volume from the tick volume {tick!r} (price changes per bar): {why}"
+    return _numeric(where, tick, by_original[tick]), tick, note
 
 
 def _cdd_volume_column(columns: dict[str, pa.ChunkedArray], names: list[str]) -> str:
@@ -301,7 +610,7 @@ def _cdd_date_mismatches(date: pa.ChunkedArray | None, ts_ns: np.ndarray) -> int
     return int(np.count_nonzero(present & (~valid | (seconds != expected))))
 
 
-def _epoch_to_ns(path: SourceFile, column: str, values: pa.ChunkedArray) -> np.ndarray:
+def _epoch_to_ns(path: _Where, column: str, values: pa.ChunkedArray) -> np.ndarray:
     """Epoch numbers to int64 ns; the unit is decided per value by magnitude.
 
     Real exports mix units in one column (seconds in old rows, milliseconds in new ones), so a
@@ -313,7 +622,7 @@ def _epoch_to_ns(path: SourceFile, column: str, values: pa.ChunkedArray) -> np.n
     if bad.any():
         index = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{path}: column {column!r}, {_row_label(path, index)}: unparseable timestamp "
+            f"{path}: column {column!r}, {path.row(index)}: unparseable timestamp "
             f"{values[index].as_py()!r}"
         )
     magnitude = np.abs(numbers)
@@ -328,77 +637,206 @@ def _epoch_to_ns(path: SourceFile, column: str, values: pa.ChunkedArray) -> np.n
     return np.round(numbers * factor).astype(np.int64)
 
 
-def _timestamps_to_ns(path: SourceFile, column: str, values: pa.ChunkedArray) -> np.ndarray:
-    """Any timestamp column (epoch numbers, Arrow timestamps/dates, ISO strings) to UTC ns.
+def _yyyymmdd_to_ns(path: _Where, column: str, values: pa.ChunkedArray) -> np.ndarray | None:
+    """Dates written as numbers (``20200102``: Stooq, MetaTrader ``<DATE>``), else None.
 
-    Naive times are taken as UTC: exchange data is published in UTC, and guessing a local
-    zone would shift every bar.
+    Only in a column named as a date: as epoch seconds these would all fall in 1970.
+    """
+    numbers = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if (
+        not len(numbers)
+        or not np.all(np.isfinite(numbers))
+        or numbers.min() < 1900_01_01
+        or numbers.max() > 2100_12_31
+        or not np.all(numbers == np.floor(numbers))
+    ):
+        return None
+    text = pd.Series(numbers.astype(np.int64)).astype(str)
+    stamps = pd.to_datetime(text, format="%Y%m%d", utc=True, errors="coerce")
+    bad = stamps.isna().to_numpy()
+    if bad.any():
+        index = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}: column {column!r}, {path.row(index)}: {text.iloc[index]!r} is not a date "
+            "(read as yyyymmdd)"
+        )
+    return pd.DatetimeIndex(stamps).as_unit("ns").asi8
+
+
+def _timestamps_to_ns(path: _Where, column: str, values: pa.ChunkedArray) -> np.ndarray:
+    """Any timestamp column (epoch numbers, Arrow timestamps/dates, text) to UTC ns.
+
+    Text is ISO 8601 or one of the formats ``layouts.time_formats`` recognises from the first
+    value; naive times are taken as UTC.
     """
     kind = values.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        if "date" in alias_key(column):
+            days = _yyyymmdd_to_ns(path, column, values)
+            if days is not None:
+                return days
         return _epoch_to_ns(path, column, values)
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
         series = pd.Series(values.to_pandas())
         if series.isna().any():
             index = int(np.flatnonzero(series.isna().to_numpy())[0])
-            raise DataError(
-                f"{path}: column {column!r}, {_row_label(path, index)}: missing timestamp"
-            )
+            raise DataError(f"{path}: column {column!r}, {path.row(index)}: missing timestamp")
         stamps = pd.to_datetime(series)
         stamps = (
             stamps.dt.tz_localize("UTC") if stamps.dt.tz is None else stamps.dt.tz_convert("UTC")
         )
         return pd.DatetimeIndex(stamps).as_unit("ns").asi8
     raw = pd.Series(values.to_pandas(), dtype=object)
-    numeric = pd.to_numeric(raw, errors="coerce")
-    if numeric.notna().all():
-        return _epoch_to_ns(path, column, pa.chunked_array([pa.array(numeric.to_numpy(float))]))
+    present = raw.notna().to_numpy()
+    first = int(np.argmax(present)) if present.any() else None
+    # Epoch numbers as text: checking every value costs a second per million rows, so only
+    # when the first value is a number (all of them being numbers implies it).
+    if first is not None and pd.to_numeric(raw.iloc[[first]], errors="coerce").notna().all():
+        numeric = pd.to_numeric(raw, errors="coerce")
+        if numeric.notna().all():
+            numbers = numeric.to_numpy(float)
+            return _epoch_to_ns(path, column, pa.chunked_array([pa.array(numbers)]))
+    formats = time_formats(str(raw.iloc[first])) if first is not None else ()
+    if formats:
+        return _formatted_to_ns(path, column, raw, formats)
     stamps = pd.to_datetime(raw, utc=True, format="ISO8601", errors="coerce")
     bad = stamps.isna().to_numpy()
     if bad.any():
         index = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{path}: column {column!r}, {_row_label(path, index)}: unparseable timestamp "
+            f"{path}: column {column!r}, {path.row(index)}: unparseable timestamp "
             f"{raw.iloc[index]!r} (expected epoch seconds/milliseconds or ISO 8601)"
         )
     return pd.DatetimeIndex(stamps).as_unit("ns").asi8
 
 
-def _numeric(path: SourceFile, column: str, values: pa.ChunkedArray) -> np.ndarray:
-    """A numeric column as float64; nulls become NaN (counted later), text is an error."""
+def _formatted_to_ns(
+    path: _Where, column: str, raw: pd.Series, formats: tuple[str, ...]
+) -> np.ndarray:
+    """Text times in one of ``formats`` to UTC ns; the format must read every value.
+
+    Two formats are day-first against month-first: when both read every value (and disagree),
+    the file does not say which it is, and a guess would be wrong for half the world.
+    """
+    present = raw.notna().to_numpy()
+    first = str(raw.iloc[int(np.argmax(present))])
+    readings: list[tuple[str, pd.Series]] = []
+    failures: list[tuple[str, int]] = []
+    for fmt in formats:
+        stamps = pd.to_datetime(raw, format=fmt, utc=True, errors="coerce")
+        bad = stamps.isna().to_numpy() & present
+        if bad.any():
+            failures.append((fmt, int(np.flatnonzero(bad)[0])))
+        else:
+            readings.append((fmt, stamps))
+    if not readings:
+        fmt, index = failures[0]
+        raise DataError(
+            f"{path}: column {column!r}, {path.row(index)}: unparseable timestamp "
+            f"{raw.iloc[index]!r} (expected {fmt}, the format of the first value {first!r})"
+        )
+    if len(readings) > 1 and not readings[0][1].equals(readings[1][1]):
+        raise DataError(
+            f"{path}: column {column!r}: every value reads both as {readings[0][0]} and as "
+            f"{readings[1][0]} (first {first!r}), so day and month cannot be told apart; write "
+            "the dates as yyyy-mm-dd"
+        )
+    if not present.all():
+        index = int(np.flatnonzero(~present)[0])
+        raise DataError(f"{path}: column {column!r}, {path.row(index)}: missing timestamp")
+    return pd.DatetimeIndex(readings[0][1]).as_unit("ns").asi8
+
+
+def _is_time_of_day(values: pa.ChunkedArray) -> bool:
+    """A column of times of day (``17:00``, ``170000``), not of full timestamps."""
+    kind = values.type
+    if pa.types.is_time(kind):
+        return True
+    if pa.types.is_integer(kind):
+        low, high = pc.min(values).as_py(), pc.max(values).as_py()
+        return low is not None and low >= 0 and high <= 23_59_59
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        present = pc.drop_null(values)
+        return len(present) > 0 and time_of_day_format(str(present[0].as_py())) is not None
+    return False
+
+
+def _time_of_day_ns(path: _Where, column: str, values: pa.ChunkedArray) -> np.ndarray:
+    """Times of day (Arrow time, ``HHMMSS`` numbers or text) as ns since midnight."""
+    if pc.any(pc.is_null(values)).as_py():
+        index = int(np.flatnonzero(pc.is_null(values).to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"{path}: column {column!r}, {path.row(index)}: missing time of day")
+    kind = values.type
+    if pa.types.is_time(kind):
+        per_unit = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}[kind.unit]
+        width = pa.int32() if pa.types.is_time32(kind) else pa.int64()
+        ticks = values.cast(width).to_numpy(zero_copy_only=False).astype(np.int64)
+        return ticks * per_unit
+    if pa.types.is_integer(kind):
+        number = values.to_numpy(zero_copy_only=False).astype(np.int64)
+        hours, minutes, seconds = number // 10_000, number // 100 % 100, number % 100
+        bad = (hours > 23) | (minutes > 59) | (seconds > 59)
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{path}: column {column!r}, {path.row(index)}: {int(number[index])} is not a "
+                "time of day (read as HHMMSS)"
+            )
+        return ((hours * 60 + minutes) * 60 + seconds) * 1_000_000_000
+    raw = pd.Series(values.to_pandas(), dtype=object)
+    fmt = time_of_day_format(str(raw.iloc[0]))
+    stamps = pd.to_datetime(raw, format=fmt, errors="coerce")
+    bad = stamps.isna().to_numpy()
+    if bad.any():
+        index = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}: column {column!r}, {path.row(index)}: {raw.iloc[index]!r} is not a time "
+            f"of day (expected {fmt}, the format of the first value)"
+        )
+    midnight = pd.Timestamp("1900-01-01")
+    return (pd.DatetimeIndex(stamps) - midnight).as_unit("ns").asi8
+
+
+def _numeric(
+    path: _Where, column: str, values: pa.ChunkedArray, *, suffixes: bool = False
+) -> np.ndarray:
+    """A numeric column as float64; nulls become NaN (counted later), text is an error.
+
+    Text numbers may carry thousands separators, and with ``suffixes`` K/M/B multipliers
+    (``layouts.parse_numbers``).
+    """
     kind = values.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind):
         return values.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
     if pa.types.is_boolean(kind) or pa.types.is_decimal(kind):
         return values.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
     raw = pd.Series(values.to_pandas(), dtype=object)
-    numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    numbers = parse_numbers(raw, suffixes=suffixes)
     bad = np.isnan(numbers) & raw.notna().to_numpy()
     if bad.any():
         index = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{path}: column {column!r}, {_row_label(path, index)}: non-numeric value "
-            f"{raw.iloc[index]!r}"
+            f"{path}: column {column!r}, {path.row(index)}: non-numeric value {raw.iloc[index]!r}"
         )
     return numbers
 
 
-def _symbols(path: SourceFile, values: pa.ChunkedArray | None, n: int) -> pd.Series:
-    """The symbol column as Arrow-backed strings (no Python object per row)."""
+def _symbols(path: _Where, values: pa.ChunkedArray | None, n: int, fallback: str) -> pd.Series:
+    """The symbol column as Arrow-backed strings (no Python object per row).
+
+    A file without a symbol column holds one instrument, named ``fallback``.
+    """
     if values is None:
-        # A file without a symbol column holds one instrument: named by its hive folder
-        # (symbol=BTCUSDT/...) or else by the file.
-        name = path.symbol_hint or path.stem
-        return pd.Series(pa.repeat(pa.scalar(name), n).to_pandas()).astype(str)
+        return pd.Series(pa.repeat(pa.scalar(fallback), n).to_pandas()).astype(str)
     series = pd.Series(values.to_pandas())
     missing = series.isna().to_numpy()
     if missing.any():
         index = int(np.flatnonzero(missing)[0])
-        raise DataError(f"{path}: column 'symbol', {_row_label(path, index)}: missing symbol")
+        raise DataError(f"{path}: column 'symbol', {path.row(index)}: missing symbol")
     return series.astype(str).str.strip()
 
 
-def _embeddings(path: SourceFile, column: str, values: pa.ChunkedArray) -> pd.Series:
+def _embeddings(path: _Where, column: str, values: pa.ChunkedArray) -> pd.Series:
     """``llm_embedding`` as lists of floats of one width, every value finite."""
     raw = values.to_pylist()
     rows: list[list[float]] = []
@@ -409,7 +847,7 @@ def _embeddings(path: SourceFile, column: str, values: pa.ChunkedArray) -> pd.Se
             floats = [float(x) for x in vector]
         except (TypeError, ValueError) as exc:
             raise DataError(
-                f"{path}: column {column!r}, {_row_label(path, index)}: not a list of numbers "
+                f"{path}: column {column!r}, {path.row(index)}: not a list of numbers "
                 f"({exc}): {str(item)[:80]!r}"
             ) from None
         if width is None:
@@ -420,9 +858,7 @@ def _embeddings(path: SourceFile, column: str, values: pa.ChunkedArray) -> pd.Se
                 if len(floats) != width
                 else "holds a non-finite value"
             )
-            raise DataError(
-                f"{path}: column {column!r}, {_row_label(path, index)}: embedding {problem}"
-            )
+            raise DataError(f"{path}: column {column!r}, {path.row(index)}: embedding {problem}")
         rows.append(floats)
     return pd.Series(rows, dtype=object)
 
@@ -469,9 +905,8 @@ def _examples(
         entry = files[int(columns["_file"][i])]
         when = pd.Timestamp(int(columns["timestamp"][i]), tz="UTC").isoformat()
         row = int(columns["_row"][i])
-        label = (
-            f"line {row + 2} (data row {row + 1})" if entry["format"] == "csv" else f"row {row + 1}"
-        )
+        first_line = entry.get("first_data_line")  # CSV only: lines above it were skipped
+        label = f"line {row + first_line} (data row {row + 1})" if first_line else f"row {row + 1}"
         parts.append(f"{when} ({entry['name']} {label})")
     more = "" if total <= _EXAMPLES else ", ..."
     return ", ".join(parts) + more
@@ -485,6 +920,7 @@ def _clean(
     min_rows: int,
     bad_tick_range_multiple: float,
     actions: list[str],
+    by_symbol: dict[str, list[str]] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     # Cleaning works on plain arrays and a shrinking row selection (positions into ``frame``);
     # every kept column is gathered once at the end, so no intermediate frame is copied.
@@ -670,8 +1106,10 @@ def _clean(
             )
         if entry["zero_volume_bars"]:
             symbol_actions[s].append(f"{name}: kept {entry['zero_volume_bars']} zero-volume bar(s)")
-    for per in symbol_actions:
+    for s, per in enumerate(symbol_actions):
         actions.extend(per)
+        if by_symbol is not None and per:
+            by_symbol[str(names[s])] = per
 
     out = pd.DataFrame(
         {

@@ -1,14 +1,24 @@
-"""Files -> canonical frame -> features -> purged splits -> scalers -> a prepared dataset folder.
+"""Files -> canonical frame -> features -> purged splits -> regimes -> scalers -> a prepared dataset.
 
-A prepared dataset is a folder::
+The work is split by what it needs to see:
 
-    dataset/instrument=<SYMBOL>/part-0.parquet   one file per symbol, unscaled rows
-    scalers.pkl                                  scikit-learn scalers (fitted on train rows)
-    scalers.json                                 the same scalers as plain parameters
-    data_processing_metadata.json                what was read, cleaned, built and split
+- per symbol (``SymbolGroup``): read and clean its rows, TA-Lib indicators, gap segments,
+  purged splits, its share of the regime-HMM fit sample, then (once the HMM is fitted)
+  regime decoding, SL/TP levels, the direction target, its scaler, and writing its partition;
+- central, on small summaries only: the instrument map (every symbol, sorted), the regime HMM
+  fitted on the pooled sample (``monolith.data.features.regime_fit_quotas``: every train row
+  up to ``data.hmm_fit_max_rows``, else a documented deterministic subsample), and the merged
+  metadata, scalers and commit.
 
-It is written to a temporary sibling and renamed into place, so a failure never leaves a
-half-written dataset behind.
+``prepare_dataset`` runs the groups in this process (one group holding every symbol), or
+through a ``GroupRunner`` that spreads groups of symbols over processes (``ray_jobs.prepare``
+runs each group as a Ray actor). Both fit the same HMM on the same sample and produce the same
+dataset; only ``timings`` in the metadata differ. Rows never pass through the central step.
+
+The output (a local folder or an ``s3://`` prefix, layout in ``monolith.data.prepared``) is
+complete only when its metadata file exists, which is written last: a local folder is built
+in a temporary sibling and renamed into place; on S3 the partitions go straight to the prefix
+and a failure removes what was written.
 """
 
 from __future__ import annotations
@@ -17,72 +27,214 @@ import json
 import logging
 import pickle
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from monolith._atomic import atomic_directory
 from monolith.config import DataConfig, InputSpec
 from monolith.data.features import (
     TECHNICAL_COLUMNS,
+    RegimeModel,
     add_levels,
     add_technical_indicators,
-    fit_regime_hmm,
+    fit_regime_hmm_sequences,
     predict_regimes,
+    regime_fit_quotas,
+    regime_fit_sequences,
 )
-from monolith.data.ingest import read_market_data
-from monolith.data.splits import SPLITS, assign_splits, fit_scalers, scalers_to_json
-from monolith.data.synthetic import generate_synthetic
-from monolith.data.windows import (
-    DATASET_DIR,
+from monolith.data.prepared import (
     METADATA_FILE,
     SCALERS_JSON,
     SCALERS_PKL,
+    SPLIT_CODES,
     is_prepared_dataset,
-    valid_window_ends,
+    partition_path,
 )
-from monolith.errors import DataError
+from monolith.data.sources import SourceFile, resolve_sources
+from monolith.data.splits import SPLITS, assign_splits, fit_scalers, scalers_to_json
+from monolith.data.windows import valid_window_ends
+from monolith.errors import DataError, MonolithError
+from monolith.storage import StorageSettings
+from monolith.uri import Location, parse_uri
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 EMBEDDING_COLUMN = "llm_embedding"
 _MCP = re.compile(r"^mcp_feature_\d+$")
 _COT = re.compile(r"^cot_feature_\d+$")
 
 
-def _stage(name: str, started: float) -> float:
-    now = time.perf_counter()
-    log.info("prepare: %s done in %.2fs", name, now - started)
-    return now
+# --------------------------------------------------------------------------------------------
+# Per group of symbols
 
 
-def load_source(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
-    """The canonical raw frame and its cleaning report, from files or the generator."""
-    if cfg.source == "synthetic":
-        frame = generate_synthetic(cfg.synthetic)
-        report = {
-            "files": [],
-            "symbols": {
-                str(sym): {"rows_in": int(n), "rows_out": int(n)}
-                for sym, n in frame.groupby("symbol").size().items()
-            },
-            "actions": [
-                f"generated synthetic data: {cfg.synthetic.symbols} symbols x "
-                f"{cfg.synthetic.rows_per_symbol} rows, seed {cfg.synthetic.seed}; nothing cleaned"
-            ],
+@dataclass(frozen=True)
+class GroupPlan:
+    """What one group reads: these files, keeping these symbols (None: every symbol)."""
+
+    files: tuple[SourceFile, ...] = ()
+    symbols: tuple[str, ...] | None = None
+
+
+class SymbolGroup:
+    """The preparation of one group of symbols: everything that needs only their own rows.
+
+    Methods are called in order: ``load`` -> ``regime_sample`` -> ``finish``. The group keeps
+    its rows between the calls (a Ray actor holds them in its own process).
+    """
+
+    def __init__(
+        self, cfg: DataConfig, plan: GroupPlan, settings: StorageSettings | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.plan = plan
+        self.settings = settings
+        self.frame: pd.DataFrame | None = None
+        self.timings: dict[str, float] = {}
+
+    def _stage(self, name: str, started: float) -> float:
+        now = time.perf_counter()
+        self.timings[name] = round(self.timings.get(name, 0.0) + now - started, 3)
+        return now
+
+    def load(self) -> dict[str, Any]:
+        """Read, clean, add indicators, segments and splits; returns the group's summary."""
+        t = time.perf_counter()
+        cfg = self.cfg
+        raw, cleaning = self._read()
+        t = self._stage("read and clean", t)
+        if "hmm_regime" in raw.columns:
+            # A supplied regime may come from a full-series (look-ahead) decode; keep it for
+            # reference but recompute our own, fitted on the train span only.
+            raw = raw.rename(columns={"hmm_regime": "hmm_regime_source"})
+            cleaning.setdefault("dataset_actions", []).append(
+                "input column hmm_regime kept as hmm_regime_source; hmm_regime recomputed "
+                "(HMM fitted on train rows only, causal filtering)"
+            )
+        frame, feature_report = add_technical_indicators(raw)
+        del raw
+        t = self._stage("technical indicators", t)
+        frame["segment"] = _segments(frame, cfg.gap_tolerance_bars)
+        labels, boundaries = assign_splits(
+            frame,
+            val_fraction=cfg.val_fraction,
+            test_fraction=cfg.test_fraction,
+            purge_bars=cfg.purge_bars,
+            min_split_rows=cfg.sequence_length + cfg.label_horizon,
+        )
+        frame["split"] = labels
+        self.frame = frame
+        self._stage("segments and splits", t)
+        symbols = sorted(boundaries)
+        return {
+            "symbols": symbols,
+            "train_rows": {s: int(boundaries[s]["train"]["rows"]) for s in symbols},
+            "cleaning": cleaning,
+            "feature_engineering": feature_report,
+            "features": _feature_columns(frame),
+            "splits": boundaries,
         }
-        return frame, report
-    min_rows = cfg.sequence_length + cfg.label_horizon
-    return read_market_data(
-        cfg.source, min_rows=min_rows, bad_tick_range_multiple=cfg.bad_tick_range_multiple
-    )
+
+    def _read(self) -> tuple[pd.DataFrame, dict]:
+        from monolith.data.ingest import read_market_data
+
+        if self.cfg.source == "synthetic":
+            return _synthetic(self.cfg)
+        return read_market_data(
+            files=list(self.plan.files),
+            symbols=None if self.plan.symbols is None else frozenset(self.plan.symbols),
+            min_rows=self.cfg.sequence_length + self.cfg.label_horizon,
+            bad_tick_range_multiple=self.cfg.bad_tick_range_multiple,
+            settings=self.settings,
+        )
+
+    def regime_sample(self, quotas: dict[str, int]) -> dict[str, list[np.ndarray]]:
+        """This group's share of the regime-HMM fit sample, per symbol (train rows only)."""
+        frame = self._loaded()
+        return regime_fit_sequences(frame, frame["split"].to_numpy() == "train", quotas)
+
+    def finish(
+        self, model: RegimeModel, instruments: dict[str, int], target: str
+    ) -> dict[str, Any]:
+        """Regimes, levels, targets, ids and scalers; write each symbol's partition under
+        ``target``; returns the scalers and counts (the rows stay here)."""
+        t = time.perf_counter()
+        cfg = self.cfg
+        frame = self._loaded()
+        frame["hmm_regime"] = predict_regimes(model, frame).astype(np.int32)
+        t = self._stage("HMM regimes (decoding)", t)
+        frame = add_levels(frame, cfg.atr_sl_multiple, cfg.atr_tp_multiple)
+        frame["target_direction"] = _direction_target(frame, cfg.label_horizon)
+        frame["instrument_id"] = frame["symbol"].map(instruments).astype(np.int32)
+        labels = frame["split"].to_numpy()
+        scalers = fit_scalers(frame, labels, list(TECHNICAL_COLUMNS), cfg.scaler)
+        split_code = pd.Categorical(labels, categories=list(SPLIT_CODES)).codes
+        ends = valid_window_ends(
+            frame["instrument_id"].to_numpy(),
+            frame["segment"].to_numpy(),
+            split_code,
+            ~np.isnan(frame["target_direction"].to_numpy()),
+            cfg.sequence_length,
+        )
+        windows = {name: int((split_code[ends] == i).sum()) for i, name in enumerate(SPLITS)}
+        rows = {name: int((labels == name).sum()) for name in SPLIT_CODES}
+        segments = {
+            str(sym): int(n) for sym, n in frame.groupby("symbol")["segment"].max().add(1).items()
+        }
+        t = self._stage("levels, targets, scalers", t)
+        write_partitions(frame, parse_uri(target), self.settings)
+        self._stage("write partitions", t)
+        self.timings["peak_rss_mb"] = _peak_rss_mb()
+        self.frame = None  # the rows are written: free them before the central commit
+        return {
+            "scalers": scalers,
+            "windows": windows,
+            "rows": {"prepared": int(len(frame)), **rows},
+            "segments": segments,
+            "timings": self.timings,
+        }
+
+    def _loaded(self) -> pd.DataFrame:
+        if self.frame is None:
+            raise DataError("SymbolGroup: call load() first (or the group has finished)")
+        return self.frame
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far (recorded with the timings)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+def _synthetic(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
+    """The generated market (its symbols share one market factor: one group generates all)."""
+    from monolith.data.synthetic import generate_synthetic
+
+    frame = generate_synthetic(cfg.synthetic)
+    report = {
+        "files": [],
+        "symbols": {
+            str(sym): {"rows_in": int(n), "rows_out": int(n)}
+            for sym, n in frame.groupby("symbol").size().items()
+        },
+        "dataset_actions": [
+            f"generated synthetic data: {cfg.synthetic.symbols} symbols x "
+            f"{cfg.synthetic.rows_per_symbol} rows, seed {cfg.synthetic.seed}; nothing cleaned"
+        ],
+    }
+    return frame, report
 
 
 def _segments(frame: pd.DataFrame, gap_tolerance_bars: int) -> np.ndarray:
@@ -140,109 +292,6 @@ def _feature_columns(frame: pd.DataFrame) -> dict:
     }
 
 
-def _safe_name(symbol: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "-", symbol)
-
-
-def build_prepared_frame(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
-    """Run every stage in memory; returns the prepared frame and its metadata (no I/O out)."""
-    t = t0 = time.perf_counter()
-    raw, cleaning = load_source(cfg)
-    t = _stage(f"read {len(raw):,} rows", t)
-
-    if "hmm_regime" in raw.columns:
-        # A supplied regime may come from a full-series (look-ahead) decode; keep it for
-        # reference but recompute our own, fitted on the train span only.
-        raw = raw.rename(columns={"hmm_regime": "hmm_regime_source"})
-        cleaning["actions"].append(
-            "input column hmm_regime kept as hmm_regime_source; hmm_regime recomputed "
-            "(HMM fitted on train rows only, causal filtering)"
-        )
-    frame, feature_report = add_technical_indicators(raw)
-    del raw
-    t = _stage("technical indicators", t)
-
-    frame["segment"] = _segments(frame, cfg.gap_tolerance_bars)
-    labels, boundaries = assign_splits(
-        frame,
-        val_fraction=cfg.val_fraction,
-        test_fraction=cfg.test_fraction,
-        purge_bars=cfg.purge_bars,
-        min_split_rows=cfg.sequence_length + cfg.label_horizon,
-    )
-    frame["split"] = labels
-    train_mask = labels == "train"
-
-    regime_model = fit_regime_hmm(frame, train_mask, cfg.hmm_states, cfg.hmm_seed)
-    frame["hmm_regime"] = predict_regimes(regime_model, frame).astype(np.int32)
-    t = _stage("HMM regimes (fitted on train rows)", t)
-
-    frame = add_levels(frame, cfg.atr_sl_multiple, cfg.atr_tp_multiple)
-    frame["target_direction"] = _direction_target(frame, cfg.label_horizon)
-    symbols = sorted(frame["symbol"].unique().tolist())
-    instruments = {sym: i for i, sym in enumerate(symbols)}
-    frame["instrument_id"] = frame["symbol"].map(instruments).astype(np.int32)
-
-    scalers = fit_scalers(frame, labels, list(TECHNICAL_COLUMNS), cfg.scaler)
-    t = _stage("splits, targets, scalers", t)
-
-    split_code = pd.Categorical(labels, categories=["train", "val", "test", "purge"]).codes
-    ends = valid_window_ends(
-        frame["instrument_id"].to_numpy(),
-        frame["segment"].to_numpy(),
-        split_code,
-        ~np.isnan(frame["target_direction"].to_numpy()),
-        cfg.sequence_length,
-    )
-    windows = {name: int((split_code[ends] == i).sum()) for i, name in enumerate(SPLITS)}
-    features = _feature_columns(frame)
-    spec = InputSpec(
-        sequence_length=cfg.sequence_length,
-        n_technical=len(TECHNICAL_COLUMNS),
-        n_instruments=len(symbols),
-        embedding_dim=features["embedding_dim"],
-        mcp_dim=len(features["mcp"]),
-        cot_dim=len(features["cot"]),
-    )
-    metadata = {
-        "format_version": FORMAT_VERSION,
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "source": cfg.source,
-        "source_files": cleaning.get("files", []),
-        "cleaning": cleaning,
-        "feature_engineering": feature_report,
-        "features": features,
-        "input_spec": spec.to_dict(),
-        "instruments": instruments,
-        "sequence_length": cfg.sequence_length,
-        "label_horizon": cfg.label_horizon,
-        "purge_bars": cfg.purge_bars,
-        "gap_tolerance_bars": cfg.gap_tolerance_bars,
-        "splits": boundaries,
-        "segments": {
-            str(sym): int(n) for sym, n in frame.groupby("symbol")["segment"].max().add(1).items()
-        },
-        "scaler": {
-            "kind": cfg.scaler,
-            "per": "symbol",
-            "fitted_on": "train",
-            "features": list(TECHNICAL_COLUMNS),
-        },
-        "hmm": regime_model.to_dict()
-        | {"fitted_on": "train rows only", "decoding": "causal forward filtering"},
-        "rows": {
-            "prepared": int(len(frame)),
-            **{name: int((labels == name).sum()) for name in ("train", "val", "test", "purge")},
-        },
-        "config": {k: v for k, v in vars(cfg).items() if k != "synthetic"}
-        | {"synthetic": vars(cfg.synthetic)},
-        "windows": windows,
-        "elapsed_seconds": round(time.perf_counter() - t0, 3),
-    }
-    metadata["_scalers"] = scalers  # popped by write_prepared
-    return frame, metadata
-
-
 def _dictionary_columns(schema: pa.Schema) -> list[str]:
     """Columns worth dictionary-encoding: labels and codes, not floats or timestamps.
 
@@ -257,11 +306,7 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
 
 
 def _symbol_parts(frame: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
-    """Each symbol's rows in symbol order, as zero-copy row slices when the frame is grouped.
-
-    ``build_prepared_frame`` returns rows sorted by symbol, so each symbol is one contiguous
-    run and a slice (a view under copy-on-write) replaces groupby's gathered copy.
-    """
+    """Each symbol's rows in symbol order, as zero-copy row slices when the frame is grouped."""
     symbols = frame["symbol"]
     if len(frame) == 0:
         return
@@ -277,59 +322,416 @@ def _symbol_parts(frame: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
         yield symbol, part.reset_index(drop=True)
 
 
-def write_prepared(frame: pd.DataFrame, metadata: dict, output: Path) -> None:
-    """Write atomically: a temporary sibling folder renamed into place."""
-    scalers = metadata.pop("_scalers")
-    with atomic_directory(output) as tmp:
-        # The system allocator hands the encoder's buffers back to the OS after each file;
-        # Arrow's default pool would keep them for the rest of the process.
-        pool = pa.system_memory_pool()
-        for symbol, part in _symbol_parts(frame):
-            folder = tmp / DATASET_DIR / f"instrument={_safe_name(str(symbol))}"
-            folder.mkdir(parents=True)
-            table = pa.Table.from_pandas(part, preserve_index=False)
+def write_partitions(
+    frame: pd.DataFrame, target: Location, settings: StorageSettings | None = None
+) -> None:
+    """One Parquet file per symbol under ``target`` (a local folder or an s3:// prefix)."""
+    from monolith.filesystems import arrow_filesystem
+
+    fs, root = arrow_filesystem(target, settings)
+    # The system allocator hands the encoder's buffers back to the OS after each file;
+    # Arrow's default pool would keep them for the rest of the process.
+    pool = pa.system_memory_pool()
+    for symbol, part in _symbol_parts(frame):
+        path = f"{root}/{partition_path(str(symbol))}"
+        if not target.is_s3:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        try:
             pq.write_table(
                 table,
-                folder / "part-0.parquet",
+                path,
+                filesystem=fs,
                 use_dictionary=_dictionary_columns(table.schema),
                 memory_pool=pool,
             )
-            del table, part
-        with open(tmp / SCALERS_PKL, "wb") as fh:
-            pickle.dump(scalers, fh)
+        except OSError as exc:
+            from monolith.errors import StorageError
+
+            raise StorageError(
+                f"cannot write {target.join(partition_path(str(symbol)))}: {exc}"
+            ) from None
+        del table, part
+
+
+# --------------------------------------------------------------------------------------------
+# Running the groups
+
+
+class GroupRunner(Protocol):
+    """Runs ``SymbolGroup`` work for a list of plans (in this process, or over a cluster)."""
+
+    slots: int  # how many groups it runs at once
+
+    def file_symbols(
+        self, files: list[SourceFile], settings: StorageSettings | None
+    ) -> list[dict[str, int]]:
+        """Per file, the symbols it holds and their row counts."""
+
+    def start(
+        self, cfg: DataConfig, plans: list[GroupPlan], settings: StorageSettings | None
+    ) -> None: ...
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        """The same ``SymbolGroup`` method on every group; results in plan order."""
+
+    def close(self) -> None: ...
+
+
+class InProcessRunner:
+    """Every group in this process, one after the other (the single-process path)."""
+
+    slots = 1
+
+    def __init__(self) -> None:
+        self.groups: list[SymbolGroup] = []
+
+    def file_symbols(
+        self, files: list[SourceFile], settings: StorageSettings | None
+    ) -> list[dict[str, int]]:
+        from monolith.data.ingest import file_symbols
+
+        return [file_symbols(f, settings) for f in files]
+
+    def start(
+        self, cfg: DataConfig, plans: list[GroupPlan], settings: StorageSettings | None
+    ) -> None:
+        self.groups = [SymbolGroup(cfg, plan, settings) for plan in plans]
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        return [getattr(group, method)(*args) for group in self.groups]
+
+    def close(self) -> None:
+        self.groups = []
+
+
+def plan_groups(
+    files: list[SourceFile], per_file: list[dict[str, int]], n_groups: int
+) -> list[GroupPlan]:
+    """Symbols spread over at most ``n_groups`` groups of near-equal rows (largest first to
+    the lightest group); each group reads the files that hold any of its symbols."""
+    rows: dict[str, int] = {}
+    for counts in per_file:
+        for symbol, n in counts.items():
+            rows[symbol] = rows.get(symbol, 0) + int(n)
+    n_groups = max(1, min(n_groups, len(rows)))
+    loads = [0] * n_groups
+    members: list[list[str]] = [[] for _ in range(n_groups)]
+    for symbol in sorted(rows, key=lambda s: (-rows[s], s)):
+        lightest = min(range(n_groups), key=lambda g: (loads[g], g))
+        members[lightest].append(symbol)
+        loads[lightest] += rows[symbol]
+    plans = []
+    for group in members:
+        wanted = set(group)
+        group_files = tuple(f for f, c in zip(files, per_file, strict=True) if wanted & set(c))
+        plans.append(GroupPlan(files=group_files, symbols=tuple(sorted(group))))
+    return plans
+
+
+# --------------------------------------------------------------------------------------------
+# The central steps
+
+
+@dataclass
+class _Output:
+    """Where a preparation writes: the final location, and where the groups write now."""
+
+    location: Location
+    settings: StorageSettings | None
+    overwrite: bool
+    staging: Path | None = None  # local outputs are built here and renamed into place
+    written: bool = field(default=False)
+
+    @property
+    def target(self) -> str:
+        return str(self.staging) if self.staging is not None else str(self.location)
+
+    def check(self) -> None:
+        """Refuse before any work: an existing output without overwrite, or one that is not
+        a prepared dataset (never replaced); an unreachable or denied S3 prefix."""
+        exists = self._exists()
+        if exists and not self.overwrite:
+            raise DataError(
+                f"output {self.location} already exists; pass --overwrite to replace it"
+            )
+        if exists and not is_prepared_dataset(self.location, self.settings):
+            raise DataError(
+                f"output {self.location} exists and is not a prepared dataset; refusing to "
+                "replace it"
+            )
+
+    def _exists(self) -> bool:
+        if not self.location.is_s3:
+            return self.location.path.exists()
+        from monolith import storage
+
+        storage.check_access(str(self.location), self.settings)
+        return bool(storage.list_objects(str(self.location), self.settings))
+
+    def begin(self) -> None:
+        if self.location.is_s3:
+            if self.overwrite and self._exists():
+                from monolith import storage
+
+                storage.delete_prefix(str(self.location), self.settings)
+            return
+        parent = self.location.path.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.location.path.name}.tmp-", dir=parent))
+        self.staging.chmod(0o755)  # mkdtemp makes it private; datasets are meant to be shared
+
+    def write(self, name: str, body: bytes) -> None:
+        from monolith import storage
+
+        if self.staging is not None:
+            (self.staging / name).write_bytes(body)
+        else:
+            storage.write_bytes(str(self.location.join(name)), body, self.settings)
+
+    def commit(self) -> None:
+        if self.staging is not None:
+            final = self.location.path
+            if final.exists():
+                trash = final.with_name(f".{final.name}.old-{time.time_ns()}")
+                final.rename(trash)
+                self.staging.rename(final)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                self.staging.rename(final)
+            self.staging = None
+        self.written = True
+
+    def abort(self) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+        elif self.location.is_s3 and not self.written:
+            from monolith import storage
+
+            try:
+                storage.delete_prefix(str(self.location), self.settings)
+            except MonolithError as exc:
+                log.warning("could not remove the partial output %s: %s", self.location, exc)
+
+
+def prepare_dataset(
+    cfg: DataConfig,
+    output: str | Path,
+    *,
+    overwrite: bool = False,
+    settings: StorageSettings | None = None,
+    runner: GroupRunner | None = None,
+) -> dict:
+    """Prepare ``cfg.source`` into ``output`` (a folder or s3:// prefix); returns the metadata.
+
+    ``runner`` runs the per-symbol work (default: this process, one group); the central
+    steps run here on summaries.
+    """
+    started = time.perf_counter()
+    out = _Output(parse_uri(output, "output"), settings, overwrite)
+    out.check()
+    files: list[SourceFile] = []
+    if cfg.source != "synthetic":
+        files = resolve_sources(cfg.source, settings)
+    runner = runner or InProcessRunner()
+    if cfg.source == "synthetic" or runner.slots <= 1:
+        plans = [GroupPlan(files=tuple(files))]
+    else:
+        plans = plan_groups(files, runner.file_symbols(files, settings), runner.slots)
+    timings: dict[str, Any] = {"groups": len(plans)}
+    out.begin()
+    try:
+        runner.start(cfg, plans, settings)
+        t = time.perf_counter()
+        summaries = runner.call("load")
+        timings["load (groups)"] = round(time.perf_counter() - t, 3)
+        _check_disjoint(summaries)
+        train_rows = {s: n for summary in summaries for s, n in summary["train_rows"].items()}
+        quotas = regime_fit_quotas(train_rows, cfg.hmm_fit_max_rows)
+        t = time.perf_counter()
+        samples = runner.call("regime_sample", quotas)
+        pooled = {s: seqs for sample in samples for s, seqs in sample.items()}
+        model = fit_regime_hmm_sequences(
+            [seq for s in sorted(pooled) for seq in pooled[s]], cfg.hmm_states, cfg.hmm_seed
+        )
+        timings["regime HMM fit (central)"] = round(time.perf_counter() - t, 3)
+        instruments = {s: i for i, s in enumerate(sorted(train_rows))}
+        t = time.perf_counter()
+        finished = runner.call("finish", model, instruments, out.target)
+        timings["finish and write (groups)"] = round(time.perf_counter() - t, 3)
+        metadata, scalers = merge_metadata(
+            cfg, files, summaries, finished, model, instruments, quotas
+        )
+        timings["elapsed_seconds"] = round(time.perf_counter() - started, 3)
+        timings["group_stages"] = [f["timings"] for f in finished]
+        timings["driver_peak_rss_mb"] = _peak_rss_mb()
+        metadata["timings"] = timings
+        out.write(SCALERS_PKL, pickle.dumps(scalers))
         columns = metadata["scaler"]["features"]
-        (tmp / SCALERS_JSON).write_text(
-            json.dumps(scalers_to_json(scalers, columns, metadata["scaler"]["kind"]), indent=1)
+        out.write(
+            SCALERS_JSON,
+            json.dumps(scalers_to_json(scalers, columns, cfg.scaler), indent=1).encode(),
         )
-        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
-
-
-def prepare_dataset(cfg: DataConfig, output: str | Path, *, overwrite: bool = False) -> dict:
-    """Prepare ``cfg.source`` into the folder ``output``; returns the metadata written."""
-    output = Path(output)
-    if output.exists() and not overwrite:
-        raise DataError(f"output {output} already exists; pass --overwrite to replace it")
-    if output.exists() and not is_prepared_dataset(output):
-        raise DataError(
-            f"output {output} exists and is not a prepared dataset; refusing to replace it"
-        )
-    frame, metadata = build_prepared_frame(cfg)
-    write_prepared(frame, metadata, output)
+        out.write(METADATA_FILE, json.dumps(metadata, indent=2, default=str).encode())
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    finally:
+        runner.close()
     log.info(
-        "prepared %s rows of %d symbols into %s (windows: %s)",
+        "prepared %s rows of %d symbols into %s in %.1fs (%d group(s); windows: %s)",
         f"{metadata['rows']['prepared']:,}",
         len(metadata["instruments"]),
         output,
+        timings["elapsed_seconds"],
+        len(plans),
         metadata["windows"],
     )
     return metadata
 
 
-def ensure_prepared(cfg: DataConfig, cache_dir: str | Path) -> Path:
-    """A prepared dataset for ``cfg``: the source itself if it is one, else prepared once."""
-    if is_prepared_dataset(cfg.source):
-        return Path(cfg.source)
-    cache_dir = Path(cache_dir)
-    if not is_prepared_dataset(cache_dir):
-        prepare_dataset(cfg, cache_dir, overwrite=False)
-    return cache_dir
+def _check_disjoint(summaries: list[dict]) -> None:
+    seen: dict[str, int] = {}
+    for index, summary in enumerate(summaries):
+        for symbol in summary["symbols"]:
+            if symbol in seen:
+                raise DataError(
+                    f"symbol {symbol!r} was prepared by two groups ({seen[symbol]}, {index})"
+                )
+            seen[symbol] = index
+    if not seen:
+        raise DataError("the source holds no symbol with rows to prepare")
+
+
+def merge_metadata(
+    cfg: DataConfig,
+    files: list[SourceFile],
+    summaries: list[dict],
+    finished: list[dict],
+    model: RegimeModel,
+    instruments: dict[str, int],
+    quotas: dict[str, int],
+) -> tuple[dict, dict]:
+    """The dataset's metadata and scalers from the groups' summaries, in symbol and file order
+    whatever the grouping (so one process and a cluster write the same metadata)."""
+    symbols = sorted(instruments)
+    features = summaries[0]["features"]
+    for summary in summaries[1:]:
+        if summary["features"] != features:
+            raise DataError(
+                f"symbols {summary['symbols'][:3]} have feature columns {summary['features']} "
+                f"but {summaries[0]['symbols'][:3]} have {features}: files prepared together "
+                "must share one schema"
+            )
+    cleaning = _merge_cleaning(files, [s["cleaning"] for s in summaries], symbols)
+    feature_report = _merge_feature_reports([s["feature_engineering"] for s in summaries])
+    boundaries = {s: b for summary in summaries for s, b in summary["splits"].items()}
+    scalers = {s: obj for f in finished for s, obj in f["scalers"].items()}
+    segments = {s: n for f in finished for s, n in f["segments"].items()}
+    rows: dict[str, int] = {}
+    windows: dict[str, int] = {}
+    for f in finished:
+        for key, n in f["rows"].items():
+            rows[key] = rows.get(key, 0) + n
+        for key, n in f["windows"].items():
+            windows[key] = windows.get(key, 0) + n
+    spec = InputSpec(
+        sequence_length=cfg.sequence_length,
+        n_technical=len(TECHNICAL_COLUMNS),
+        n_instruments=len(symbols),
+        embedding_dim=features["embedding_dim"],
+        mcp_dim=len(features["mcp"]),
+        cot_dim=len(features["cot"]),
+    )
+    sampled = sum(quotas.values()) < sum(b["train"]["rows"] for b in boundaries.values())
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": cfg.source,
+        "source_files": cleaning.get("files", []),
+        "cleaning": cleaning,
+        "feature_engineering": feature_report,
+        "features": features,
+        "input_spec": spec.to_dict(),
+        "instruments": instruments,
+        "sequence_length": cfg.sequence_length,
+        "label_horizon": cfg.label_horizon,
+        "purge_bars": cfg.purge_bars,
+        "gap_tolerance_bars": cfg.gap_tolerance_bars,
+        "splits": {s: boundaries[s] for s in symbols},
+        "segments": {s: segments[s] for s in symbols},
+        "scaler": {
+            "kind": cfg.scaler,
+            "per": "symbol",
+            "fitted_on": "train",
+            "features": list(TECHNICAL_COLUMNS),
+        },
+        "hmm": model.to_dict()
+        | {
+            "fitted_on": (
+                "a deterministic sample of train rows (evenly spaced 1,000-bar chunks, each "
+                f"symbol's share of data.hmm_fit_max_rows = {cfg.hmm_fit_max_rows})"
+                if sampled
+                else "train rows only"
+            ),
+            "fit_rows_per_symbol": {s: quotas[s] for s in symbols},
+            "decoding": "causal forward filtering",
+        },
+        "rows": rows,
+        "config": {k: v for k, v in vars(cfg).items() if k != "synthetic"}
+        | {"synthetic": vars(cfg.synthetic)},
+        "windows": windows,
+    }
+    return metadata, {s: scalers[s] for s in symbols}
+
+
+def _merge_cleaning(files: list[SourceFile], reports: list[dict], symbols: list[str]) -> dict:
+    """One cleaning report: file entries and file actions in file order (each file once, as
+    several groups may read one file), then every symbol's actions in symbol order."""
+    entries: dict[str, dict] = {}
+    file_actions: dict[str, list[str]] = {}
+    symbol_actions: dict[str, list[str]] = {}
+    dataset_actions: list[str] = []
+    per_symbol: dict[str, dict] = {}
+    for report in reports:
+        for entry in report.get("files", []):
+            entries.setdefault(entry["path"], entry)
+        for path, actions in report.get("file_actions", {}).items():
+            file_actions.setdefault(path, actions)
+        symbol_actions.update(report.get("symbol_actions", {}))
+        dataset_actions.extend(
+            a for a in report.get("dataset_actions", []) if a not in dataset_actions
+        )
+        per_symbol.update(report.get("symbols", {}))
+    order = [f.uri for f in files]
+    actions = dataset_actions + [a for u in order for a in file_actions.get(u, [])]
+    actions += [a for s in symbols for a in symbol_actions.get(s, [])]
+    return {
+        "files": [entries[u] for u in order if u in entries],
+        "symbols": {s: per_symbol[s] for s in symbols if s in per_symbol},
+        "actions": actions,
+    }
+
+
+def _merge_feature_reports(reports: list[dict]) -> dict:
+    merged = dict(reports[0])
+    for key in ("warmup_rows_dropped", "nonfinite_rows_dropped"):
+        combined: dict = {}
+        for report in reports:
+            combined.update(report.get(key, {}))
+        merged[key] = dict(sorted(combined.items()))
+    fallbacks: dict[str, int] = {}
+    for report in reports:
+        for column, n in report.get("safe_division_fallbacks", {}).items():
+            fallbacks[column] = fallbacks.get(column, 0) + int(n)
+    merged["safe_division_fallbacks"] = dict(sorted(fallbacks.items()))
+    merged["warmup_bars"] = max((r.get("warmup_bars", 0) for r in reports), default=0)
+    kinds = {r.get("indicators") for r in reports}
+    if len(kinds) > 1:
+        raise DataError(
+            "some files hold ready-made technical columns and others do not: prepare them "
+            "separately"
+        )
+    return merged

@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monolith.errors import DataError, StorageError
-from monolith.storage import StorageSettings
 from monolith.uri import Location, parse_uri
+
+if TYPE_CHECKING:  # storage imports artifacts, which names this module's files
+    from monolith.storage import StorageSettings
 
 METADATA_FILE = "data_processing_metadata.json"
 SCALERS_JSON = "scalers.json"

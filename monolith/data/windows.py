@@ -1,45 +1,80 @@
-"""Windows over a prepared dataset, delivered as a sharded, streaming ``tf.data`` pipeline.
-
-Memory holds the scaled feature matrix once (rows x features); a window is gathered from it
-on the fly by its end row, so memory does not grow with ``sequence_length x rows``.
+"""Windows over a prepared dataset, as one worker needs them: its shard of the training rows
+as a streaming ``tf.data`` pipeline, and fixed evaluation samples as arrays.
 
 A window of length L ending at row ``e`` is valid when rows ``e-L+1 .. e`` belong to the same
 symbol, the same split and the same gap-free segment, and the direction target at ``e`` exists.
-Element structure: ``(features, targets)`` with
 
-- ``features["technical_input"]`` float32 [B, L, F] (scaled with the train-fitted scalers),
-  ``features["instrument_input"]`` int32 [B], and, where present, ``embeddings_input``
-  [B, E], ``mcp_input`` [B, M], ``cot_input`` [B, C] taken at the window's last bar;
-- ``targets["regime"]`` int32 [B] (HMM regime at the last bar) and ``targets["direction"]``
-  int32 [B] (1 when the close H bars later is higher).
+What a worker holds (``WindowSource``), read straight from the prepared dataset's location
+(a local folder or an ``s3://`` prefix, Parquet column by column):
+
+- **its shard of the fit split** (``train``, or ``train+val`` for the final fit): each symbol's
+  rows of that split are cut into ``shard.count`` contiguous ranges of equal length, and shard
+  ``i`` holds range ``i`` of every symbol: the rows of W workers are disjoint and together
+  cover the split, and each holds ~1/W of it. A window never crosses a range boundary (like a
+  gap), so the L-1 windows that would straddle each cut are not used. Rows are held once
+  (rows x features, scaled); windows are gathered on the fly by their end row.
+- **fixed evaluation samples** (``samples``: split -> at most N windows): windows evenly
+  spaced over the split's windows of every symbol (in instrument, then time order),
+  materialised as arrays. The same sample on every worker and for every trial, whatever W.
+
+Element structure of the pipeline and the samples: ``(features, targets)`` with
+``features["technical_input"]`` float32 [B, L, F] (scaled with the train-fitted scalers),
+``features["instrument_input"]`` int32 [B], and, where present, ``embeddings_input`` [B, E],
+``mcp_input`` [B, M], ``cot_input`` [B, C] taken at the window's last bar;
+``targets["regime"]`` int32 [B] and ``targets["direction"]`` int32 [B] (1 when the close H
+bars later is higher).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from monolith.config import InputSpec
-from monolith.data.splits import SPLITS, apply_scalers_json
+from monolith.data.prepared import (
+    DATASET_DIR,
+    DIRECTION_COLUMN,
+    METADATA_FILE,
+    REGIME_COLUMN,
+    SCALERS_JSON,
+    SEGMENT_COLUMN,
+    SPLIT_CODES,
+    SPLIT_COLUMN,
+    is_prepared_dataset,
+    partition_path,
+    read_json_file,
+)
+from monolith.data.splits import SPLITS
 from monolith.errors import DataError
+from monolith.storage import StorageSettings
+from monolith.uri import Location, parse_uri
 
 log = logging.getLogger(__name__)
 
-METADATA_FILE = "data_processing_metadata.json"
-SCALERS_JSON = "scalers.json"
-SCALERS_PKL = "scalers.pkl"
-DATASET_DIR = "dataset"
-_SPLIT_CODE = {"train": 0, "val": 1, "test": 2, "purge": 3}
+__all__ = [
+    "DATASET_DIR",
+    "METADATA_FILE",
+    "SCALERS_JSON",
+    "WHOLE",
+    "Shard",
+    "WindowSource",
+    "is_prepared_dataset",
+    "load_prepared_frame",
+    "valid_window_ends",
+]
 
-
-def is_prepared_dataset(path: str | Path) -> bool:
-    path = Path(path)
-    return path.is_dir() and (path / METADATA_FILE).is_file() and (path / DATASET_DIR).is_dir()
+FIT_SPLITS = {"train": ("train",), "train+val": ("train", "val")}
+_READ_THREADS = 4
 
 
 def valid_window_ends(
@@ -63,28 +98,95 @@ def valid_window_ends(
         | (segment[1:] != segment[:-1])
         | (split_code[1:] != split_code[:-1]),
     ]
-    idx = np.arange(n)
+    return _ends(change, has_target & (split_code != SPLIT_CODES["purge"]), sequence_length)
+
+
+def _ends(change: np.ndarray, ok: np.ndarray, length: int) -> np.ndarray:
+    """Ends of windows of ``length`` rows inside blocks that start where ``change`` is True."""
+    idx = np.arange(len(change))
     block_start = np.maximum.accumulate(np.where(change, idx, 0))
-    ok = (
-        (idx - block_start + 1 >= sequence_length)
-        & has_target
-        & (split_code != _SPLIT_CODE["purge"])
-    )
-    return idx[ok]
+    return idx[(idx - block_start + 1 >= length) & ok]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Worker ``index`` of ``count``: which part of the fit split's rows it holds."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise DataError(f"shard {self.index} of {self.count} does not exist")
+
+    def bounds(self, start: int, stop: int, index: int | None = None) -> tuple[int, int]:
+        """Rows ``[a, b)`` of shard ``index`` (default: this one) within ``[start, stop)``."""
+        i = self.index if index is None else index
+        n = stop - start
+        return start + n * i // self.count, start + n * (i + 1) // self.count
+
+
+WHOLE = Shard()  # one worker holds the whole fit split
+
+
+@dataclass
+class _SymbolIndex:
+    """One symbol's row layout: enough to find its windows without its features."""
+
+    symbol: str
+    instrument: int
+    split: np.ndarray  # int8 codes
+    segment: np.ndarray
+    has_target: np.ndarray
+
+    def runs(self, code: int) -> list[tuple[int, int]]:
+        """Contiguous row runs of split ``code`` (one per split in a prepared dataset)."""
+        rows = np.flatnonzero(self.split == code)
+        if len(rows) == 0:
+            return []
+        breaks = np.flatnonzero(np.diff(rows) != 1)
+        starts = np.r_[rows[0], rows[breaks + 1]]
+        stops = np.r_[rows[breaks] + 1, rows[-1] + 1]
+        return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+    def ends(self, start: int, stop: int, length: int) -> np.ndarray:
+        """Valid window ends (symbol rows) whose windows lie inside ``[start, stop)``."""
+        seg = self.segment[start:stop]
+        split = self.split[start:stop]
+        if len(seg) == 0:
+            return np.empty(0, dtype=np.int64)
+        change = np.r_[True, (seg[1:] != seg[:-1]) | (split[1:] != split[:-1])]
+        ok = self.has_target[start:stop] & (split != SPLIT_CODES["purge"])
+        return _ends(change, ok, length) + start
 
 
 class WindowSource:
-    """A prepared dataset loaded once per process, serving windows of every split."""
+    """The windows one worker needs from a prepared dataset (see the module docstring).
 
-    def __init__(self, prepared_dir: str | Path, *, sequence_length: int | None = None):
-        self.path = Path(prepared_dir)
-        if not is_prepared_dataset(self.path):
-            raise DataError(
-                f"{self.path} is not a prepared dataset (expected {METADATA_FILE} and "
-                f"{DATASET_DIR}/); create one with `monolith data prepare`"
-            )
-        self.metadata = json.loads((self.path / METADATA_FILE).read_text())
-        scalers = json.loads((self.path / SCALERS_JSON).read_text())
+    Args:
+        prepared: the prepared dataset: a folder or an ``s3://`` prefix.
+        sequence_length: L (default: the length it was prepared for; shorter is allowed).
+        settings: how to reach S3.
+        shard: which part of the fit split this worker holds.
+        fit_split: ``train``, ``train+val`` (the final fit) or None (evaluation only).
+        samples: split -> the most windows of its fixed evaluation sample (None: all).
+    """
+
+    def __init__(
+        self,
+        prepared: str | Path,
+        *,
+        sequence_length: int | None = None,
+        settings: StorageSettings | None = None,
+        shard: Shard = WHOLE,
+        fit_split: str | None = "train",
+        samples: Mapping[str, int | None] | None = None,
+    ) -> None:
+        self.location: Location = parse_uri(prepared, "prepared dataset")
+        self.settings = settings
+        self.shard = shard
+        self.metadata = read_json_file(self.location, METADATA_FILE, settings)
+        self._scalers = read_json_file(self.location, SCALERS_JSON, settings)
         feats = self.metadata["features"]
         self.technical_columns: list[str] = feats["technical"]
         self.sequence_length = int(sequence_length or self.metadata["sequence_length"])
@@ -96,43 +198,18 @@ class WindowSource:
                 f"prepared with ({self.metadata['purge_bars']} bars incl. label horizon "
                 f"{self.metadata['label_horizon']}); re-prepare with the longer window"
             )
-
-        table = pads.dataset(self.path / DATASET_DIR, format="parquet")
-        frame = table.to_table().to_pandas()
-        frame = frame.sort_values(["instrument_id", "timestamp"], kind="stable").reset_index(
-            drop=True
-        )
-        symbols = frame["symbol"].astype(str).to_numpy()
-        self.technical = apply_scalers_json(
-            frame[self.technical_columns].to_numpy(dtype=np.float64), symbols, scalers
-        )
-        self.instrument = frame["instrument_id"].to_numpy(dtype=np.int32)
-        self.regime = frame["hmm_regime"].to_numpy(dtype=np.int32)
-        direction = frame["target_direction"].to_numpy(dtype=np.float64)
-        self.direction = np.nan_to_num(direction, nan=-1).astype(np.int32)
-        self.split_code = frame["split"].map(_SPLIT_CODE).to_numpy(dtype=np.int8)
-        self.extras: dict[str, np.ndarray] = {}
-        if feats.get("embedding_dim", 0):
-            self.extras["embeddings_input"] = np.asarray(
-                np.stack(frame[feats["embedding"]].to_numpy()), dtype=np.float32
-            )
-        if feats.get("mcp"):
-            self.extras["mcp_input"] = frame[feats["mcp"]].to_numpy(dtype=np.float32)
-        if feats.get("cot"):
-            self.extras["cot_input"] = frame[feats["cot"]].to_numpy(dtype=np.float32)
-        all_ends = valid_window_ends(
-            self.instrument,
-            frame["segment"].to_numpy(),
-            self.split_code,
-            ~np.isnan(direction),
-            self.sequence_length,
-        )
-        self._ends = {
-            name: all_ends[self.split_code[all_ends] == _SPLIT_CODE[name]] for name in SPLITS
+        if fit_split is not None and fit_split not in FIT_SPLITS:
+            raise DataError(f"fit split {fit_split!r} is not one of {list(FIT_SPLITS)}")
+        for split in samples or {}:
+            if split not in SPLITS:
+                raise DataError(f"sample split {split!r} is not one of {list(SPLITS)}")
+        self.fit_split = fit_split
+        self.extra_inputs = {
+            "embeddings_input": [feats["embedding"]] if feats.get("embedding_dim") else [],
+            "mcp_input": list(feats.get("mcp", [])),
+            "cot_input": list(feats.get("cot", [])),
         }
-        # The final job trains on train and validation together (the test split stays out).
-        self._ends["train+val"] = np.concatenate([self._ends["train"], self._ends["val"]])
-        self.timestamps = frame["timestamp"].to_numpy()
+        self.extra_inputs = {k: v for k, v in self.extra_inputs.items() if v}
         self.spec = InputSpec(
             sequence_length=self.sequence_length,
             n_technical=len(self.technical_columns),
@@ -141,37 +218,269 @@ class WindowSource:
             mcp_dim=len(feats.get("mcp", [])),
             cot_dim=len(feats.get("cot", [])),
         )
+        instruments = self.metadata["instruments"]
+        self._symbols = sorted(instruments, key=lambda s: instruments[s])
+        index = self._read_index()
+        self._global_counts = {
+            split: sum(
+                len(ix.ends(a, b, self.sequence_length))
+                for ix in index
+                for a, b in ix.runs(SPLIT_CODES[split])
+            )
+            for split in SPLITS
+        }
+        self._shard_counts = self._count_shards(index) if fit_split else []
+        fit_rows, sample_ends = self._select(index, dict(samples or {}))
+        self._load(index, fit_rows, sample_ends)
         log.info(
-            "windows (L=%d): %s",
+            "windows (L=%d, shard %d/%d): fit %s %d of %s; samples %s; %.1f MB",
             self.sequence_length,
-            {k: len(v) for k, v in self._ends.items()},
+            shard.index + 1,
+            shard.count,
+            fit_split,
+            len(self._fit_ends),
+            self._global_counts,
+            {k: len(v[1]["regime"]) for k, v in self._samples.items()},
+            self.nbytes() / 1e6,
         )
 
+    # -- reading -------------------------------------------------------------------------------
+    def _read(self, symbol: str, columns: list[str]) -> pa.Table:
+        from monolith.filesystems import arrow_filesystem
+
+        fs, root = arrow_filesystem(self.location, self.settings)
+        path = f"{root}/{partition_path(symbol)}"
+        try:
+            return pq.read_table(path, columns=columns, filesystem=fs)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DataError(
+                f"{self.location.join(partition_path(symbol))}: cannot read the prepared "
+                f"partition of {symbol!r}: {str(exc).strip().splitlines()[0]}"
+            ) from None
+
+    def _read_index(self) -> list[_SymbolIndex]:
+        columns = [SPLIT_COLUMN, SEGMENT_COLUMN, DIRECTION_COLUMN]
+
+        def one(symbol: str) -> _SymbolIndex:
+            table = self._read(symbol, columns)
+            split = table.column(SPLIT_COLUMN)
+            if pa.types.is_dictionary(split.type):
+                split = split.cast(pa.string())
+            codes = pc.index_in(split, value_set=pa.array(list(SPLIT_CODES)))
+            return _SymbolIndex(
+                symbol=symbol,
+                instrument=int(self.metadata["instruments"][symbol]),
+                split=codes.to_numpy(zero_copy_only=False).astype(np.int8),
+                segment=table.column(SEGMENT_COLUMN).to_numpy().astype(np.int64),
+                has_target=~np.isnan(
+                    table.column(DIRECTION_COLUMN).to_numpy(zero_copy_only=False).astype(float)
+                ),
+            )
+
+        with ThreadPoolExecutor(_READ_THREADS) as pool:
+            return list(pool.map(one, self._symbols))
+
+    def _fit_runs(self, ix: _SymbolIndex, shard: int) -> list[tuple[int, int]]:
+        """This symbol's rows of the fit split that shard ``shard`` holds."""
+        out = []
+        for split in FIT_SPLITS[self.fit_split or "train"]:
+            for start, stop in ix.runs(SPLIT_CODES[split]):
+                out.append(self.shard.bounds(start, stop, shard))
+        return out
+
+    def _count_shards(self, index: list[_SymbolIndex]) -> list[int]:
+        """Fit windows of every shard: all workers agree on the steps per epoch."""
+        return [
+            sum(
+                len(ix.ends(a, b, self.sequence_length))
+                for ix in index
+                for a, b in self._fit_runs(ix, shard)
+            )
+            for shard in range(self.shard.count)
+        ]
+
+    def _select(
+        self, index: list[_SymbolIndex], samples: dict[str, int | None]
+    ) -> tuple[dict[str, list[tuple[int, int]]], dict[str, dict[str, np.ndarray]]]:
+        """This shard's fit rows, and each sample's window ends, per symbol."""
+        fit_rows = {
+            ix.symbol: self._fit_runs(ix, self.shard.index) if self.fit_split else []
+            for ix in index
+        }
+        sample_ends: dict[str, dict[str, np.ndarray]] = {}
+        for split, cap in samples.items():
+            per_symbol = [
+                np.concatenate(
+                    [ix.ends(a, b, self.sequence_length) for a, b in ix.runs(SPLIT_CODES[split])]
+                    or [np.empty(0, dtype=np.int64)]
+                )
+                for ix in index
+            ]
+            total = sum(len(e) for e in per_symbol)
+            pick = _even(total, cap)
+            offsets = np.cumsum([0] + [len(e) for e in per_symbol])
+            sample_ends[split] = {}
+            for ix, ends, lo, hi in zip(index, per_symbol, offsets[:-1], offsets[1:], strict=True):
+                chosen = pick[(pick >= lo) & (pick < hi)] - lo
+                sample_ends[split][ix.symbol] = ends[chosen]
+        return fit_rows, sample_ends
+
+    def _load(
+        self,
+        index: list[_SymbolIndex],
+        fit_rows: dict[str, list[tuple[int, int]]],
+        sample_ends: dict[str, dict[str, np.ndarray]],
+    ) -> None:
+        """Read each symbol's feature rows once; keep this shard's fit rows and the samples."""
+        L = self.sequence_length
+        columns = [*self.technical_columns, REGIME_COLUMN, DIRECTION_COLUMN]
+        columns += [c for names in self.extra_inputs.values() for c in names]
+
+        def one(ix: _SymbolIndex) -> tuple[dict, dict[str, dict]]:
+            runs = fit_rows[ix.symbol]
+            wanted = {split: ends[ix.symbol] for split, ends in sample_ends.items()}
+            if not any(b > a for a, b in runs) and not any(len(e) for e in wanted.values()):
+                return {}, {}
+            table = self._read(ix.symbol, columns)
+            scaled = self._scaled(ix.symbol, table)
+            rows = self._row_arrays(ix, table)
+            fit: dict = {}
+            if runs:
+                take = np.concatenate([np.arange(a, b) for a, b in runs])
+                # Window ends relative to this symbol's kept rows: each run is its own block.
+                ends, offset = [], 0
+                for a, b in runs:
+                    ends.append(ix.ends(a, b, L) - a + offset)
+                    offset += b - a
+                fit = {
+                    "technical": scaled[take],
+                    "rows": {k: v[take] for k, v in rows.items()},
+                    "ends": np.concatenate(ends) if ends else np.empty(0, dtype=np.int64),
+                }
+            picked: dict[str, dict] = {}
+            for split, ends in wanted.items():
+                window = ends[:, None] + np.arange(-L + 1, 1)[None, :]
+                picked[split] = {
+                    "technical": scaled[window],
+                    "rows": {k: v[ends] for k, v in rows.items()},
+                }
+            return fit, picked
+
+        with ThreadPoolExecutor(_READ_THREADS) as pool:
+            parts = list(pool.map(one, index))
+        fit_parts = [f for f, _ in parts if f]
+        n_features = len(self.technical_columns)
+        if fit_parts:
+            self.technical = np.concatenate([f["technical"] for f in fit_parts])
+            offsets = np.cumsum([0] + [len(f["technical"]) for f in fit_parts])
+            self._fit_ends = np.concatenate(
+                [f["ends"] + o for f, o in zip(fit_parts, offsets[:-1], strict=True)]
+            ).astype(np.int64)
+            self._rows = {
+                k: np.concatenate([f["rows"][k] for f in fit_parts]) for k in fit_parts[0]["rows"]
+            }
+        else:
+            self.technical = np.empty((0, n_features), dtype=np.float32)
+            self._fit_ends = np.empty(0, dtype=np.int64)
+            self._rows = {}
+        self._samples: dict[str, tuple[dict, dict]] = {}
+        for split in sample_ends:
+            chunks = [p[split] for _, p in parts if split in p]
+            technical = (
+                np.concatenate([c["technical"] for c in chunks])
+                if chunks
+                else np.empty((0, L, n_features), dtype=np.float32)
+            )
+            rows = (
+                {k: np.concatenate([c["rows"][k] for c in chunks]) for k in chunks[0]["rows"]}
+                if chunks
+                else {}
+            )
+            self._samples[split] = self._as_batch(technical, rows)
+
+    def _scaled(self, symbol: str, table: pa.Table) -> np.ndarray:
+        params = self._scalers["symbols"].get(symbol)
+        if params is None:
+            raise DataError(f"no scaler parameters for symbol {symbol!r} in {SCALERS_JSON}")
+        values = np.column_stack(
+            [table.column(c).to_numpy(zero_copy_only=False) for c in self.technical_columns]
+        ).astype(np.float64, copy=False)
+        offset = np.asarray(params["offset"], dtype=np.float64)
+        scale = np.asarray(params["scale"], dtype=np.float64)
+        return ((values - offset) / scale).astype(np.float32)
+
+    def _row_arrays(self, ix: _SymbolIndex, table: pa.Table) -> dict[str, np.ndarray]:
+        n = table.num_rows
+        direction = table.column(DIRECTION_COLUMN).to_numpy(zero_copy_only=False)
+        rows = {
+            "instrument": np.full(n, ix.instrument, dtype=np.int32),
+            "regime": table.column(REGIME_COLUMN).to_numpy(zero_copy_only=False).astype(np.int32),
+            "direction": np.nan_to_num(direction.astype(np.float64), nan=-1).astype(np.int32),
+        }
+        for key, names in self.extra_inputs.items():
+            if key == "embeddings_input":
+                values = table.column(names[0]).to_pylist()
+                rows[key] = np.asarray(values, dtype=np.float32).reshape(n, -1)
+            else:
+                rows[key] = np.column_stack(
+                    [table.column(c).to_numpy(zero_copy_only=False) for c in names]
+                ).astype(np.float32)
+        return rows
+
+    @staticmethod
+    def _as_batch(technical: np.ndarray, rows: dict[str, np.ndarray]) -> tuple[dict, dict]:
+        n = len(technical)
+        features = {
+            "technical_input": technical,
+            "instrument_input": rows.get("instrument", np.empty(n, dtype=np.int32)),
+        }
+        for key in ("embeddings_input", "mcp_input", "cot_input"):
+            if key in rows:
+                features[key] = rows[key]
+        targets = {
+            "regime": rows.get("regime", np.empty(n, dtype=np.int32)),
+            "direction": rows.get("direction", np.empty(n, dtype=np.int32)),
+        }
+        return features, targets
+
     # -- sizes -------------------------------------------------------------------------------
-    def window_ends(self, split: str) -> np.ndarray:
-        if split not in self._ends:
-            raise DataError(f"unknown split {split!r}; allowed {list(self._ends)}")
-        return self._ends[split]
+    def window_ends(self) -> np.ndarray:
+        """End rows (into ``technical``) of this shard's fit windows."""
+        return self._fit_ends
 
     def num_windows(self, split: str) -> int:
-        return len(self.window_ends(split))
+        """Windows of ``split`` in the whole dataset (every symbol, every shard)."""
+        if split not in self._global_counts:
+            raise DataError(f"unknown split {split!r}; allowed {list(self._global_counts)}")
+        return self._global_counts[split]
 
-    def steps_per_epoch(self, split: str, global_batch: int, num_shards: int = 1) -> int:
-        """Full global batches per epoch, equal on every shard (collectives need that)."""
-        per_shard = self.num_windows(split) // num_shards
-        steps = per_shard // (global_batch // num_shards)
+    def steps_per_epoch(self, global_batch: int) -> int:
+        """Full global batches per epoch: equal on every worker (collectives need that), so
+        set by the shard with the fewest windows."""
+        if not self._shard_counts:
+            raise DataError("this WindowSource holds no fit split")
+        per_worker = global_batch // self.shard.count
+        steps = min(self._shard_counts) // max(per_worker, 1)
         if steps < 1:
             raise DataError(
-                f"split {split!r} has {self.num_windows(split)} windows: fewer than one global "
-                f"batch of {global_batch} over {num_shards} worker(s); lower train.batch_size or "
-                f"supply more data"
+                f"split {self.fit_split!r} has {min(self._shard_counts)} windows on the "
+                f"smallest of {self.shard.count} shard(s): fewer than one batch of {per_worker} "
+                f"(train.batch_size = {global_batch} over {self.shard.count} worker(s)); lower "
+                "train.batch_size or supply more data"
             )
         return steps
+
+    def nbytes(self) -> int:
+        """Bytes of data this source holds (fit rows and samples)."""
+        total = self.technical.nbytes + sum(v.nbytes for v in self._rows.values())
+        for features, targets in self._samples.values():
+            total += sum(v.nbytes for v in features.values())
+            total += sum(v.nbytes for v in targets.values())
+        return int(total)
 
     # -- tf.data -------------------------------------------------------------------------------
     def dataset(
         self,
-        split: str,
         batch_size: int,
         *,
         shuffle: bool = True,
@@ -181,31 +490,32 @@ class WindowSource:
         repeat: bool = True,
         drop_remainder: bool = True,
     ):
-        """A ``tf.data.Dataset`` of batches of windows of ``split`` for one shard.
+        """A ``tf.data.Dataset`` of batches of this shard's fit windows.
 
-        ``batch_size`` is the batch THIS pipeline yields (the per-replica batch in
-        distributed training). Sharding happens on window indices before shuffling, so each
-        worker reads only its own windows.
+        ``batch_size`` is the batch THIS pipeline yields (the per-replica batch in distributed
+        training). ``num_shards``/``shard_index`` split the held windows further (for several
+        input pipelines over one unsharded source).
         """
         import tensorflow as tf
 
-        ends = self.window_ends(split)
+        ends = self._fit_ends
         tech = tf.constant(self.technical)
-        inst = tf.constant(self.instrument)
-        regime = tf.constant(self.regime)
-        direction = tf.constant(self.direction)
-        extras = {k: tf.constant(v) for k, v in self.extras.items()}
+        rows = {k: tf.constant(v) for k, v in self._rows.items()}
         offsets = tf.range(-self.sequence_length + 1, 1, dtype=tf.int64)
+        extras = [k for k in ("embeddings_input", "mcp_input", "cot_input") if k in rows]
 
         def gather(idx):
             window = idx[:, None] + offsets[None, :]
             features = {
                 "technical_input": tf.gather(tech, window),
-                "instrument_input": tf.gather(inst, idx),
+                "instrument_input": tf.gather(rows["instrument"], idx),
             }
-            for key, value in extras.items():
-                features[key] = tf.gather(value, idx)
-            targets = {"regime": tf.gather(regime, idx), "direction": tf.gather(direction, idx)}
+            for key in extras:
+                features[key] = tf.gather(rows[key], idx)
+            targets = {
+                "regime": tf.gather(rows["regime"], idx),
+                "direction": tf.gather(rows["direction"], idx),
+            }
             return features, targets
 
         ds = tf.data.Dataset.from_tensor_slices(ends.astype(np.int64))
@@ -220,7 +530,7 @@ class WindowSource:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         options = tf.data.Options()
-        # We shard by hand above; stop tf.distribute from sharding a second time.
+        # Sharding is ours (rows per worker); stop tf.distribute from sharding a second time.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
@@ -228,24 +538,29 @@ class WindowSource:
     def arrays(
         self, split: str, max_windows: int | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Windows of ``split`` as numpy arrays, evenly thinned to at most ``max_windows``."""
-        ends = self.window_ends(split)
-        if max_windows is not None and len(ends) > max_windows:
-            pick = np.linspace(0, len(ends) - 1, max_windows).round().astype(np.int64)
-            ends = ends[pick]
-        window = ends[:, None] + np.arange(-self.sequence_length + 1, 1)[None, :]
-        features = {
-            "technical_input": self.technical[window],
-            "instrument_input": self.instrument[ends],
-        }
-        for key, value in self.extras.items():
-            features[key] = value[ends]
-        targets = {"regime": self.regime[ends], "direction": self.direction[ends]}
+        """The fixed sample of ``split`` (thinned evenly to ``max_windows``, if given)."""
+        if split not in self._samples:
+            raise DataError(
+                f"split {split!r} was not loaded as a sample (loaded: {list(self._samples)})"
+            )
+        features, targets = self._samples[split]
+        n = len(targets["regime"])
+        if max_windows is not None and n > max_windows:
+            pick = _even(n, max_windows)
+            features = {k: v[pick] for k, v in features.items()}
+            targets = {k: v[pick] for k, v in targets.items()}
         return features, targets
 
 
+def _even(n: int, cap: int | None) -> np.ndarray:
+    """Indices of at most ``cap`` of ``n`` items, evenly spaced (all when cap is None)."""
+    if cap is None or n <= cap:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
+
+
 def load_prepared_frame(prepared_dir: str | Path) -> pd.DataFrame:
-    """The prepared rows (unscaled) as one frame sorted by (symbol, timestamp)."""
+    """The prepared rows (unscaled) of a local prepared dataset, sorted by (symbol, timestamp)."""
     table = pads.dataset(Path(prepared_dir) / DATASET_DIR, format="parquet")
     frame = table.to_table().to_pandas()
     return frame.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
