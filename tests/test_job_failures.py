@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Loaded by the job's interpreter at start (PYTHONPATH): the failure strikes after the job
 # has started its local Ray instance, where a real bug would.
-INJECT = '''
+INJECT = """
 import os, sys, time
 if os.environ.get("MONOLITH_INJECT_FAILURE"):
     import monolith.experiment as experiment
@@ -32,7 +32,7 @@ if os.environ.get("MONOLITH_INJECT_FAILURE"):
         raise RuntimeError("injected: an unexpected bug after Ray started")
 
     experiment.prepare_for_experiment = broken
-'''
+"""
 
 
 def _ray_processes(marker: str) -> list[psutil.Process]:
