@@ -1,6 +1,7 @@
 """Benchmark: market data at cluster scale, in one run, against baselines measured in it.
 
-A seeded synthetic market of ``--symbols`` x ``--rows`` bars (default 50 x 100,000 = 5 M rows)
+A seeded synthetic market of ``--symbols`` x ``--rows`` bars (default 100 x 100,000 = 10 M
+rows: eleven years of hourly bars for a hundred instruments)
 stored as hive-partitioned Parquet (``symbol=…/part-0.parquet``) on an S3-protocol server (moto,
 HTTP on 127.0.0.1, started here). Printed:
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,17 +40,22 @@ BUCKET = "bench-scale"
 MONOLITH = str(Path(sys.executable).parent / "monolith")
 
 
-def _write_market(symbols: int, rows: int, seed: int, folder: Path) -> int:
+def build_market(symbols: int, rows: int, seed: int, uri: str) -> dict:
+    """The seeded market as hive-partitioned Parquet at ``uri`` (run in a child process: a
+    parent that held the data would hand its peak RSS to every process it starts)."""
     from monolith.config import SyntheticConfig
     from monolith.data.synthetic import generate_synthetic
+    from monolith.storage import StorageSettings, upload_directory
 
     frame = generate_synthetic(SyntheticConfig(symbols=symbols, rows_per_symbol=rows, seed=seed))
     frame = frame.drop(columns=["true_regime"])
-    for symbol, part in frame.groupby("symbol", sort=True):
-        target = folder / f"symbol={symbol.replace('/', '-')}"
-        target.mkdir(parents=True)
-        part.drop(columns=["symbol"]).to_parquet(target / "part-0.parquet", index=False)
-    return len(frame)
+    with tempfile.TemporaryDirectory(prefix="bench-market-") as tmp:
+        for symbol, part in frame.groupby("symbol", sort=True):
+            target = Path(tmp) / f"symbol={symbol.replace('/', '-')}"
+            target.mkdir(parents=True)
+            part.drop(columns=["symbol"]).to_parquet(target / "part-0.parquet", index=False)
+        upload_directory(tmp, uri, StorageSettings(addressing_style="path"))
+    return {"rows": len(frame)}
 
 
 class _Sampler:
@@ -178,19 +183,28 @@ def measure_epoch(prepared: str, env: dict) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--rows", type=int, default=100_000, help="bars per symbol")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--child", choices=["memory", "epoch"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--output",
+        choices=["local", "s3"],
+        default="local",
+        help="where (a) and (b) write the prepared dataset (default: a local folder, as the "
+        "local cluster's experiment storage; s3: the moto server, which then serves every "
+        "byte twice from the same two cores)",
+    )
+    parser.add_argument("--child", choices=["build", "memory", "epoch"], help=argparse.SUPPRESS)
     parser.add_argument("--prepared", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         env = dict(os.environ)
-        result = (
-            measure_worker_memory(args.prepared, env)
-            if args.child == "memory"
-            else measure_epoch(args.prepared, env)
-        )
+        if args.child == "build":
+            result = build_market(args.symbols, args.rows, args.seed, args.prepared)
+        elif args.child == "memory":
+            result = measure_worker_memory(args.prepared, env)
+        else:
+            result = measure_epoch(args.prepared, env)
         print("RESULT " + json.dumps(result))
         return 0
 
@@ -204,13 +218,13 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             t0 = time.perf_counter()
-            rows = _write_market(args.symbols, args.rows, args.seed, Path(tmp) / "bars")
+            build = [sys.executable, __file__, "--symbols", str(args.symbols), "--rows",
+                     str(args.rows), "--seed", str(args.seed), "--prepared",
+                     f"s3://{BUCKET}/bars", "--child", "build"]  # fmt: skip
+            rows = _child(build, env)["rows"]
             from monolith.storage import StorageSettings, upload_directory
 
             os.environ.update(server.env)
-            upload_directory(
-                Path(tmp) / "bars", f"s3://{BUCKET}/bars", StorageSettings(addressing_style="path")
-            )
             print(
                 f"dataset: {rows:,} rows, {args.symbols} symbols, hive Parquet on "
                 f"s3://{BUCKET}/bars ({time.perf_counter() - t0:.1f} s to build and upload)",
@@ -221,15 +235,14 @@ def main() -> int:
             source = f"s3://{BUCKET}/bars/"
 
             # (a) one process
-            single_out = f"s3://{BUCKET}/prepared/single"
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            single_out = (
+                f"s3://{BUCKET}/prepared/single" if args.output == "s3" else f"{tmp}/single"
+            )
             wall_a = _prepare(
                 ["--input", source, "--output", single_out, "--config", str(config)], env
             )
-            peak_a = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-            if before / 1024.0 >= peak_a:
-                print("warning: an earlier child's peak hides (a)'s", flush=True)
             meta_a = _meta_of(single_out, server.env)
+            peak_a = meta_a["timings"]["driver_peak_rss_mb"]["finished"]
             prep_a = meta_a["timings"]["elapsed_seconds"]
             rate_a = meta_a["rows"]["prepared"] / prep_a
             print(
@@ -241,7 +254,9 @@ def main() -> int:
             # (b) the local two-node cluster
             cluster = LocalRayCluster(head_cpus=1, worker_cpus=2)
             cluster.start(extra_env=server.env)
-            cluster_out = f"s3://{BUCKET}/prepared/cluster"
+            cluster_out = (
+                f"s3://{BUCKET}/prepared/cluster" if args.output == "s3" else f"{tmp}/cluster"
+            )
             cluster_env = cluster.env(**server.env, TF_CPP_MIN_LOG_LEVEL="2")
             with _Sampler(cluster.processes) as sampler:
                 wall_b = _prepare(
@@ -254,9 +269,9 @@ def main() -> int:
             rate_b = meta_b["rows"]["prepared"] / prep_b
             groups = meta_b["timings"]["group_stages"]
             actor_peak = max(g["peak_rss_mb"] for g in groups)
-            driver_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+            driver_peak = meta_b["timings"]["driver_peak_rss_mb"]["finished"]
             sampled = max(sampler.peaks.values(), default=(0.0, ""))
-            largest = max(actor_peak, sampled[0])
+            largest = max(actor_peak, sampled[0], driver_peak)
             same = (
                 meta_a["rows"] == meta_b["rows"]
                 and meta_a["hmm"] == meta_b["hmm"]
@@ -275,8 +290,12 @@ def main() -> int:
             cluster.stop()
             cluster = None
 
-            # (c) and (d) in fresh processes, reading the prepared dataset on S3
-            child = [sys.executable, __file__, "--prepared", single_out, "--child"]
+            # (c) and (d) in fresh processes, reading the prepared dataset from S3 as a trial's
+            # workers do
+            prepared = f"s3://{BUCKET}/prepared/single"
+            if args.output != "s3":
+                upload_directory(single_out, prepared, StorageSettings(addressing_style="path"))
+            child = [sys.executable, __file__, "--prepared", prepared, "--child"]
             memory = _child(child + ["memory"], env)
             w1, w2 = memory["1"], memory["2"]
             print(

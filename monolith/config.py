@@ -120,7 +120,7 @@ class DataConfig:
     hmm_seed: int = 0
     # The regime HMM is fitted on at most this many train rows (all of them below it; above
     # it, each symbol's proportional share in evenly spaced 1,000-bar chunks); None = all.
-    hmm_fit_max_rows: int | None = 250_000
+    hmm_fit_max_rows: int | None = 100_000
     # A bar whose high/low range exceeds this multiple of the symbol's median range is a
     # bad tick: it is dropped and counted in the cleaning report.
     bad_tick_range_multiple: float = 50.0

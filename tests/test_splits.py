@@ -13,6 +13,7 @@ from monolith.data.splits import (
     fit_scalers,
     plan_split,
     scalers_to_json,
+    sklearn_scalers,
 )
 from monolith.data.windows import valid_window_ends
 from monolith.errors import DataError
@@ -68,7 +69,8 @@ def test_scalers_fit_on_train_rows_only_and_json_matches_sklearn(kind):
     )
     # poison val/test rows: a leak would move the fitted statistics
     frame.loc[labels != "train", ["a", "b"]] = 1e9
-    scalers = fit_scalers(frame, labels, ["a", "b"], kind)
+    fits = fit_scalers(frame, labels, ["a", "b"], kind)
+    scalers = sklearn_scalers(fits)
     for sym, idx in frame.groupby("symbol").indices.items():
         train_rows = frame.loc[idx[labels[idx] == "train"], ["a", "b"]].to_numpy()
         scaler = scalers[sym]
@@ -83,13 +85,51 @@ def test_scalers_fit_on_train_rows_only_and_json_matches_sklearn(kind):
         np.testing.assert_allclose(
             (train_rows - offset) / scale, scaler.transform(train_rows), rtol=1e-9, atol=1e-9
         )
-    params = scalers_to_json(scalers, ["a", "b"], kind)
+    from_sklearn = scalers_to_json(scalers, ["a", "b"], kind)["symbols"]
+    for sym, entry in scalers_to_json(fits, ["a", "b"], kind)["symbols"].items():
+        assert entry["offset"] == from_sklearn[sym]["offset"]
+        assert entry["scale"] == from_sklearn[sym]["scale"]
+        assert entry["n_samples_seen"] == (labels[frame["symbol"] == sym] == "train").sum()
+    params = scalers_to_json(fits, ["a", "b"], kind)
     values = frame[["a", "b"]].to_numpy()
     scaled = apply_scalers_json(values, frame["symbol"].to_numpy(), params)
     for sym, idx in frame.groupby("symbol").indices.items():
         np.testing.assert_allclose(
             scaled[idx], scalers[sym].transform(values[idx]), rtol=1e-5, atol=1e-5
         )
+
+
+@pytest.mark.parametrize("kind", ["standard", "robust", "minmax"])
+def test_numpy_fit_is_scikit_learns_fit(kind):
+    """Workers fit without importing scikit-learn: the same statistics, the same objects."""
+    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
+    from monolith.data.scalers import fit_scaler
+
+    rng = np.random.default_rng(11)
+    values = np.column_stack(
+        [
+            rng.normal(1e4, 30.0, 5000),  # large offset, small spread
+            rng.lognormal(0.0, 2.0, 5000),  # heavy tail
+            np.full(5000, 3.25),  # constant: scale 1, as scikit-learn does
+            1.0 + 1e-12 * rng.standard_normal(5000),  # near constant
+        ]
+    )
+    reference = {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}
+    expected = reference[kind]().fit(values)
+    ours = fit_scaler(values, kind).to_sklearn()
+    for name, value in vars(expected).items():
+        if name.endswith("_") and not name.startswith("_"):
+            np.testing.assert_allclose(getattr(ours, name), value, rtol=1e-12, err_msg=name)
+    np.testing.assert_allclose(ours.transform(values), expected.transform(values), rtol=1e-12)
+    # the affine form (x - offset) / scale; the near-constant column is left out, where
+    # scikit-learn's own x * scale_ + min_ cancels catastrophically
+    np.testing.assert_allclose(
+        fit_scaler(values, kind).transform(values)[:, :3],
+        expected.transform(values)[:, :3],
+        rtol=1e-9,
+        atol=1e-12,
+    )
 
 
 def test_scaler_parameters_for_an_unknown_symbol_are_an_error():

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import talib
-from scipy.signal import lfilter
 
 from monolith.errors import DataError
 
@@ -152,13 +151,22 @@ def _safe_ratio(
     return np.where(zero & defined, fallback, out)
 
 
-def _iir(values: np.ndarray, b: list[float], a: list[float]) -> np.ndarray:
-    """A causal IIR filter started at the first defined value (NaN would poison the state)."""
+def _smooth(values: np.ndarray, gain: float, decay: float) -> np.ndarray:
+    """The causal first-order filter ``y[t] = gain * x[t] + decay * y[t-1]``, from rest
+    (``y = 0`` before the first defined value, where it starts: NaN would poison the state).
+
+    Computed as ``gain / (1 - decay)`` times pandas' exponentially weighted mean (which is the
+    same recursion normalised to unit gain), run over the series with a zero in front so it
+    starts from rest; pandas keeps worker start-up free of scipy.signal's 1.4 s import.
+    """
     out = np.full_like(values, np.nan)
     finite = np.flatnonzero(np.isfinite(values))
     if len(finite):
         start = finite[0]
-        out[start:] = lfilter(b, a, values[start:])
+        weight = 1.0 - decay
+        padded = pd.Series(np.r_[0.0, values[start:]])
+        mean = padded.ewm(alpha=weight, adjust=False).mean().to_numpy()[1:]
+        out[start:] = gain / weight * mean
     return out
 
 
@@ -174,8 +182,8 @@ def _fisher(high: np.ndarray, low: np.ndarray, counts: dict[str, int]) -> np.nda
     top = talib.MAX(median, period)
     bottom = talib.MIN(median, period)
     position = _safe_ratio(median - bottom, top - bottom, 0.5, counts, "FISHERt") - 0.5
-    smoothed = np.clip(_iir(position, [0.66], [1.0, -0.67]), -0.999, 0.999)
-    return _iir(np.log((1.0 + smoothed) / (1.0 - smoothed)), [0.5], [1.0, -0.5])
+    smoothed = np.clip(_smooth(position, 0.66, 0.67), -0.999, 0.999)
+    return _smooth(np.log((1.0 + smoothed) / (1.0 - smoothed)), 0.5, 0.5)
 
 
 def _indicators(
@@ -260,13 +268,19 @@ def _observations(c: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def _symbol_codes(frame: pd.DataFrame) -> tuple[np.ndarray, Any]:
+    """Integer codes of the symbol column (``pd.factorize``: dictionary-encodes Arrow strings
+    without building millions of Python strings) and the symbols they index."""
+    return pd.factorize(frame["symbol"], sort=False)
+
+
 def _symbol_blocks(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Start/stop row of each symbol's contiguous block in a frame sorted by symbol."""
-    symbols = frame["symbol"].to_numpy()
-    change = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1
-    starts = np.concatenate(([0], change)) if len(symbols) else np.array([], dtype=int)
-    stops = np.concatenate((change, [len(symbols)])) if len(symbols) else np.array([], dtype=int)
-    names = [str(symbols[i]) for i in starts]
+    codes, uniques = _symbol_codes(frame)
+    change = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    starts = np.concatenate(([0], change)) if len(codes) else np.array([], dtype=int)
+    stops = np.concatenate((change, [len(codes)])) if len(codes) else np.array([], dtype=int)
+    names = [str(uniques[codes[i]]) for i in starts]
     if len(set(names)) != len(names):
         raise DataError("frame is not grouped by symbol: sort it by (symbol, timestamp) first")
     return starts, stops, names
@@ -467,7 +481,7 @@ def _observation_matrix(frame: pd.DataFrame, where: str) -> np.ndarray:
 
 def _run_lengths(frame: pd.DataFrame, mask: np.ndarray) -> list[int]:
     """Lengths of runs of consecutive selected rows within one symbol (one HMM sequence each)."""
-    symbols = frame["symbol"].to_numpy()
+    symbols, _ = _symbol_codes(frame)
     idx = np.flatnonzero(mask)
     if len(idx) == 0:
         return []
@@ -658,9 +672,11 @@ def _emission_log_likelihood(model: RegimeModel, z: np.ndarray) -> np.ndarray:
     out = np.empty((len(z), model.n_states))
     for k in range(model.n_states):
         chol = np.linalg.cholesky(model.covars[k])
-        solved = np.linalg.solve(chol, (z - model.means[k]).T)
+        # (z - mean) @ inv(L).T: one small matrix product over the rows instead of a solve
+        # with millions of right-hand sides.
+        solved = (z - model.means[k]) @ np.linalg.inv(chol).T
         log_det = 2.0 * np.log(np.diag(chol)).sum()
-        out[:, k] = -0.5 * (d * np.log(2.0 * np.pi) + log_det + (solved**2).sum(axis=0))
+        out[:, k] = -0.5 * (d * np.log(2.0 * np.pi) + log_det + (solved**2).sum(axis=1))
     return out
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,8 +194,8 @@ def file_symbols(file: SourceFile, settings: StorageSettings | None = None) -> d
     would produce. A file without a symbol column holds one symbol (the yfinance ticker row,
     else its hive folder, else its stem): a Parquet file's rows then come from its footer and
     no data is read. With a symbol column only that column is read (Parquet column
-    projection; for CSV a pyarrow parse converting that column alone). A file on S3 is
-    downloaded whole: object stores are read by the object.
+    projection, over HTTP range requests on S3; for CSV a pyarrow parse converting that
+    column alone, of the whole object).
 
     Raises:
         DataError: the file is unreadable, empty, or a symbol is missing, as when it is read.
@@ -227,6 +226,45 @@ def file_symbols(file: SourceFile, settings: StorageSettings | None = None) -> d
         where = _Where(file, shape.first_data_line)
     counts = _symbols(where, table.column(0), table.num_rows, "").value_counts(sort=False)
     return {str(name): int(n) for name, n in sorted(counts.items())}
+
+
+def quick_file_symbols(
+    file: SourceFile, settings: StorageSettings | None = None
+) -> dict[str, int] | None:
+    """``file_symbols`` from the file's metadata alone, when no row needs reading: a Parquet
+    footer, or a CSV's first bytes (rows then estimated from its size); None for a file with
+    a symbol column (or one that must be decompressed or re-encoded whole)."""
+    if file.format == "parquet":
+        parquet = _parquet_file(file, settings)
+        names = parquet.schema_arrow.names
+        _normalised_names(file, names)
+        if map_columns(names).symbol is not None:
+            return None
+        return {_fallback_symbol(file, None): parquet.metadata.num_rows}
+    if file.compression or file.size == 0:
+        return None
+    head = _read_head(file, settings, SNIFF_BYTES + 1)
+    if bytes(head[:2]) in _UTF16_BOMS:
+        return None
+    shape = sniff_csv(head[:SNIFF_BYTES], complete=file.size <= SNIFF_BYTES, where=str(file))
+    _normalised_names(file, shape.names)
+    if map_columns(shape.names).symbol is not None:
+        return None
+    lines = max(1, head.count(b"\n"))
+    estimate = max(1, round(file.size * lines / max(1, len(head))))
+    return {_fallback_symbol(file, shape): estimate}
+
+
+def _read_head(file: SourceFile, settings: StorageSettings | None, size: int) -> bytes:
+    """The first ``size`` bytes of a file (one range request on S3)."""
+    from monolith.filesystems import arrow_filesystem
+
+    fs, path = arrow_filesystem(file.uri, settings)
+    try:
+        with fs.open_input_file(path) as handle:
+            return handle.read(size)
+    except OSError as exc:
+        raise DataError(f"{file}: cannot be read: {str(exc).strip().splitlines()[0]}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,15 +344,16 @@ def _parse_csv(
 
 
 def _parquet_file(file: SourceFile, settings: StorageSettings | None) -> pq.ParquetFile:
-    """A Parquet file opened for its footer: a local one is not read beyond it."""
+    """A Parquet file opened for its footer, local or on S3 (range requests): only the footer,
+    and then the columns asked for, are read."""
+    if file.size == 0:
+        raise DataError(f"{file}: is empty (0 bytes)")
     try:
         if file.uri.startswith("s3://"):
-            data, _ = read_source(file, settings)
-            if not data:
-                raise DataError(f"{file}: is empty (0 bytes)")
-            return pq.ParquetFile(pa.BufferReader(data))
-        if os.path.getsize(file.uri) == 0:
-            raise DataError(f"{file}: is empty (0 bytes)")
+            from monolith.filesystems import arrow_filesystem
+
+            fs, path = arrow_filesystem(file.uri, settings)
+            return pq.ParquetFile(fs.open_input_file(path))
         return pq.ParquetFile(file.uri)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{file}: cannot be read as parquet: {exc}") from None

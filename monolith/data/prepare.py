@@ -29,6 +29,7 @@ import pickle
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,7 +62,15 @@ from monolith.data.prepared import (
     partition_path,
 )
 from monolith.data.sources import SourceFile, resolve_sources
-from monolith.data.splits import SPLITS, assign_splits, fit_scalers, scalers_to_json
+from monolith.data.splits import (
+    SPLIT_NAMES,
+    SPLITS,
+    fit_scalers,
+    scalers_to_json,
+    sklearn_scalers,
+    split_codes,
+    symbol_blocks,
+)
 from monolith.data.windows import valid_window_ends
 from monolith.errors import DataError, MonolithError
 from monolith.storage import StorageSettings
@@ -70,6 +79,7 @@ from monolith.uri import Location, parse_uri
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
+TRAIN = SPLIT_NAMES.index("train")
 EMBEDDING_COLUMN = "llm_embedding"
 _MCP = re.compile(r"^mcp_feature_\d+$")
 _COT = re.compile(r"^cot_feature_\d+$")
@@ -90,23 +100,40 @@ class GroupPlan:
 class SymbolGroup:
     """The preparation of one group of symbols: everything that needs only their own rows.
 
-    Methods are called in order: ``load`` -> ``regime_sample`` -> ``finish``. The group keeps
-    its rows between the calls (a Ray actor holds them in its own process).
+    Methods are called in order: ``load`` -> ``regime_sample`` -> ``derive`` -> ``finish``.
+    The group keeps its rows between the calls (a Ray actor holds them in its own process).
+    ``derive`` needs nothing from the regime HMM, so a cluster runs it while the HMM is
+    fitted centrally.
     """
 
     def __init__(
-        self, cfg: DataConfig, plan: GroupPlan, settings: StorageSettings | None = None
+        self,
+        cfg: DataConfig,
+        plan: GroupPlan | None = None,
+        settings: StorageSettings | None = None,
     ) -> None:
         self.cfg = cfg
-        self.plan = plan
+        self.plan = plan or GroupPlan()
         self.settings = settings
         self.frame: pd.DataFrame | None = None
+        self.blocks: list[tuple[str, int, int]] = []
+        self.codes = np.empty(0, dtype=np.int8)
+        self.derived: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
 
     def _stage(self, name: str, started: float) -> float:
         now = time.perf_counter()
         self.timings[name] = round(self.timings.get(name, 0.0) + now - started, 3)
         return now
+
+    def scan(self, files: list[SourceFile]) -> list[dict[str, int]]:
+        """Per file, the symbols it holds and their row counts (before plans exist)."""
+        from monolith.data.ingest import file_symbols
+
+        return [file_symbols(f, self.settings) for f in files]
+
+    def assign(self, plan: GroupPlan) -> None:
+        self.plan = plan
 
     def load(self) -> dict[str, Any]:
         """Read, clean, add indicators, segments and splits; returns the group's summary."""
@@ -125,15 +152,17 @@ class SymbolGroup:
         frame, feature_report = add_technical_indicators(raw)
         del raw
         t = self._stage("technical indicators", t)
-        frame["segment"] = _segments(frame, cfg.gap_tolerance_bars)
-        labels, boundaries = assign_splits(
+        self.blocks = symbol_blocks(frame)
+        frame["segment"] = _segments(frame, cfg.gap_tolerance_bars, self.blocks)
+        self.codes, boundaries = split_codes(
             frame,
             val_fraction=cfg.val_fraction,
             test_fraction=cfg.test_fraction,
             purge_bars=cfg.purge_bars,
             min_split_rows=cfg.sequence_length + cfg.label_horizon,
+            blocks=self.blocks,
         )
-        frame["split"] = labels
+        frame["split"] = pd.Categorical.from_codes(self.codes, categories=list(SPLIT_NAMES))
         self.frame = frame
         self._stage("segments and splits", t)
         symbols = sorted(boundaries)
@@ -161,49 +190,56 @@ class SymbolGroup:
 
     def regime_sample(self, quotas: dict[str, int]) -> dict[str, list[np.ndarray]]:
         """This group's share of the regime-HMM fit sample, per symbol (train rows only)."""
-        frame = self._loaded()
-        return regime_fit_sequences(frame, frame["split"].to_numpy() == "train", quotas)
+        return regime_fit_sequences(self._loaded(), self.codes == TRAIN, quotas)
 
-    def finish(
-        self, model: RegimeModel, instruments: dict[str, int], target: str
-    ) -> dict[str, Any]:
-        """Regimes, levels, targets, ids and scalers; write each symbol's partition under
-        ``target``; returns the scalers and counts (the rows stay here)."""
+    def derive(self, instruments: dict[str, int]) -> None:
+        """What needs no regimes: SL/TP levels, the direction target, instrument ids, scalers
+        and window counts (kept here until ``finish``)."""
         t = time.perf_counter()
         cfg = self.cfg
-        frame = self._loaded()
-        frame["hmm_regime"] = predict_regimes(model, frame).astype(np.int32)
-        t = self._stage("HMM regimes (decoding)", t)
-        frame = add_levels(frame, cfg.atr_sl_multiple, cfg.atr_tp_multiple)
-        frame["target_direction"] = _direction_target(frame, cfg.label_horizon)
-        frame["instrument_id"] = frame["symbol"].map(instruments).astype(np.int32)
-        labels = frame["split"].to_numpy()
-        scalers = fit_scalers(frame, labels, list(TECHNICAL_COLUMNS), cfg.scaler)
-        split_code = pd.Categorical(labels, categories=list(SPLIT_CODES)).codes
+        frame = add_levels(self._loaded(), cfg.atr_sl_multiple, cfg.atr_tp_multiple)
+        frame["target_direction"] = _direction_target(frame, cfg.label_horizon, self.blocks)
+        ids = np.empty(len(frame), dtype=np.int32)
+        for symbol, start, stop in self.blocks:
+            ids[start:stop] = instruments[symbol]
+        frame["instrument_id"] = ids
+        scalers = fit_scalers(
+            frame, self.codes == TRAIN, list(TECHNICAL_COLUMNS), cfg.scaler, self.blocks
+        )
         ends = valid_window_ends(
-            frame["instrument_id"].to_numpy(),
+            ids,
             frame["segment"].to_numpy(),
-            split_code,
+            self.codes,
             ~np.isnan(frame["target_direction"].to_numpy()),
             cfg.sequence_length,
         )
-        windows = {name: int((split_code[ends] == i).sum()) for i, name in enumerate(SPLITS)}
-        rows = {name: int((labels == name).sum()) for name in SPLIT_CODES}
-        segments = {
-            str(sym): int(n) for sym, n in frame.groupby("symbol")["segment"].max().add(1).items()
+        per_code = np.bincount(self.codes[ends], minlength=len(SPLIT_NAMES))
+        rows = np.bincount(self.codes, minlength=len(SPLIT_NAMES))
+        segment = frame["segment"].to_numpy()
+        self.frame = frame
+        self.derived = {
+            "scalers": scalers,
+            "windows": {name: int(per_code[SPLIT_CODES[name]]) for name in SPLITS},
+            "rows": {"prepared": int(len(frame))}
+            | {name: int(rows[code]) for name, code in SPLIT_CODES.items()},
+            "segments": {s: int(segment[stop - 1]) + 1 for s, _, stop in self.blocks},
         }
-        t = self._stage("levels, targets, scalers", t)
-        write_partitions(frame, parse_uri(target), self.settings)
+        self._stage("levels, targets, scalers", t)
+
+    def finish(self, model: RegimeModel, target: str) -> dict[str, Any]:
+        """Decode the regimes, write each symbol's partition under ``target``; returns the
+        scalers and counts (the rows stay here)."""
+        t = time.perf_counter()
+        frame = self._loaded()
+        if not self.derived:
+            raise DataError("SymbolGroup: call derive() before finish()")
+        frame["hmm_regime"] = predict_regimes(model, frame).astype(np.int32)
+        t = self._stage("HMM regimes (decoding)", t)
+        write_partitions(frame, parse_uri(target), self.settings, self.blocks)
         self._stage("write partitions", t)
         self.timings["peak_rss_mb"] = _peak_rss_mb()
         self.frame = None  # the rows are written: free them before the central commit
-        return {
-            "scalers": scalers,
-            "windows": windows,
-            "rows": {"prepared": int(len(frame)), **rows},
-            "segments": segments,
-            "timings": self.timings,
-        }
+        return {**self.derived, "timings": self.timings}
 
     def _loaded(self) -> pd.DataFrame:
         if self.frame is None:
@@ -237,15 +273,14 @@ def _synthetic(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
     return frame, report
 
 
-def _segments(frame: pd.DataFrame, gap_tolerance_bars: int) -> np.ndarray:
+def _segments(
+    frame: pd.DataFrame, gap_tolerance_bars: int, blocks: list[tuple[str, int, int]]
+) -> np.ndarray:
     """Per symbol, a new segment starts after a gap of more than the tolerated missing bars."""
     ts = pd.DatetimeIndex(frame["timestamp"]).as_unit("ns").asi8
-    symbols = frame["symbol"].to_numpy()
-    new_symbol = np.r_[True, symbols[1:] != symbols[:-1]]
-    step = np.r_[0, np.diff(ts)]
     segment = np.zeros(len(frame), dtype=np.int64)
-    for start, end in _symbol_bounds(new_symbol):
-        diffs = step[start + 1 : end]
+    for _, start, end in blocks:
+        diffs = np.diff(ts[start:end])
         if len(diffs) == 0:
             continue
         interval = np.median(diffs)
@@ -254,22 +289,23 @@ def _segments(frame: pd.DataFrame, gap_tolerance_bars: int) -> np.ndarray:
     return segment
 
 
-def _symbol_bounds(new_symbol: np.ndarray) -> list[tuple[int, int]]:
-    starts = np.flatnonzero(new_symbol)
-    ends = np.r_[starts[1:], len(new_symbol)]
-    return list(zip(starts.tolist(), ends.tolist(), strict=True))
-
-
-def _direction_target(frame: pd.DataFrame, horizon: int) -> np.ndarray:
+def _direction_target(
+    frame: pd.DataFrame, horizon: int, blocks: list[tuple[str, int, int]]
+) -> np.ndarray:
     """1.0 when close ``horizon`` bars later (same symbol and segment) is higher, else 0.0.
 
     NaN where that bar does not exist. Computed from unscaled closes; the split purge keeps
     the look-ahead of a split's last windows inside the purge gap.
     """
-    keys = [frame["symbol"], frame["segment"]]
-    future = frame["close"].groupby(keys, sort=False).shift(-horizon)
-    target = (future > frame["close"]).astype(np.float64)
-    return target.where(future.notna()).to_numpy()
+    close = frame["close"].to_numpy(dtype=np.float64)
+    segment = frame["segment"].to_numpy()
+    target = np.full(len(frame), np.nan)
+    for _, start, stop in blocks:
+        now = np.arange(start, max(start, stop - horizon))
+        later = now + horizon
+        same = segment[later] == segment[now]  # segments are contiguous runs
+        target[now[same]] = (close[later[same]] > close[now[same]]).astype(np.float64)
+    return target
 
 
 def _feature_columns(frame: pd.DataFrame) -> dict:
@@ -323,7 +359,10 @@ def _symbol_parts(frame: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
 
 
 def write_partitions(
-    frame: pd.DataFrame, target: Location, settings: StorageSettings | None = None
+    frame: pd.DataFrame,
+    target: Location,
+    settings: StorageSettings | None = None,
+    blocks: list[tuple[str, int, int]] | None = None,
 ) -> None:
     """One Parquet file per symbol under ``target`` (a local folder or an s3:// prefix)."""
     from monolith.filesystems import arrow_filesystem
@@ -332,7 +371,12 @@ def write_partitions(
     # The system allocator hands the encoder's buffers back to the OS after each file;
     # Arrow's default pool would keep them for the rest of the process.
     pool = pa.system_memory_pool()
-    for symbol, part in _symbol_parts(frame):
+    parts = (
+        ((symbol, frame.iloc[a:b]) for symbol, a, b in blocks)
+        if blocks is not None
+        else _symbol_parts(frame)
+    )
+    for symbol, part in parts:
         path = f"{root}/{partition_path(str(symbol))}"
         if not target.is_s3:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -361,19 +405,23 @@ def write_partitions(
 class GroupRunner(Protocol):
     """Runs ``SymbolGroup`` work for a list of plans (in this process, or over a cluster)."""
 
-    slots: int  # how many groups it runs at once
+    slots: int  # how many groups it can run at once
 
-    def file_symbols(
-        self, files: list[SourceFile], settings: StorageSettings | None
-    ) -> list[dict[str, int]]:
+    def open(self, cfg: DataConfig, settings: StorageSettings | None) -> None:
+        """Get ready (a cluster starts its group processes, which warm up meanwhile)."""
+
+    def file_symbols(self, files: list[SourceFile]) -> list[dict[str, int]]:
         """Per file, the symbols it holds and their row counts."""
 
-    def start(
-        self, cfg: DataConfig, plans: list[GroupPlan], settings: StorageSettings | None
-    ) -> None: ...
+    def start(self, plans: list[GroupPlan]) -> None:
+        """One group per plan (at most ``slots``)."""
 
     def call(self, method: str, *args: Any) -> list[Any]:
         """The same ``SymbolGroup`` method on every group; results in plan order."""
+
+    def submit(self, method: str, *args: Any) -> None:
+        """Start the same method on every group without waiting; a later ``call`` runs after
+        it (and raises its errors)."""
 
     def close(self) -> None: ...
 
@@ -384,22 +432,24 @@ class InProcessRunner:
     slots = 1
 
     def __init__(self) -> None:
+        self.cfg: DataConfig | None = None
+        self.settings: StorageSettings | None = None
         self.groups: list[SymbolGroup] = []
 
-    def file_symbols(
-        self, files: list[SourceFile], settings: StorageSettings | None
-    ) -> list[dict[str, int]]:
-        from monolith.data.ingest import file_symbols
+    def open(self, cfg: DataConfig, settings: StorageSettings | None) -> None:
+        self.cfg, self.settings = cfg, settings
 
-        return [file_symbols(f, settings) for f in files]
+    def file_symbols(self, files: list[SourceFile]) -> list[dict[str, int]]:
+        return SymbolGroup(self.cfg, None, self.settings).scan(files)
 
-    def start(
-        self, cfg: DataConfig, plans: list[GroupPlan], settings: StorageSettings | None
-    ) -> None:
-        self.groups = [SymbolGroup(cfg, plan, settings) for plan in plans]
+    def start(self, plans: list[GroupPlan]) -> None:
+        self.groups = [SymbolGroup(self.cfg, plan, self.settings) for plan in plans]
 
     def call(self, method: str, *args: Any) -> list[Any]:
         return [getattr(group, method)(*args) for group in self.groups]
+
+    def submit(self, method: str, *args: Any) -> None:
+        self.call(method, *args)
 
     def close(self) -> None:
         self.groups = []
@@ -531,43 +581,58 @@ def prepare_dataset(
     started = time.perf_counter()
     out = _Output(parse_uri(output, "output"), settings, overwrite)
     out.check()
-    files: list[SourceFile] = []
-    if cfg.source != "synthetic":
-        files = resolve_sources(cfg.source, settings)
     runner = runner or InProcessRunner()
-    if cfg.source == "synthetic" or runner.slots <= 1:
-        plans = [GroupPlan(files=tuple(files))]
-    else:
-        plans = plan_groups(files, runner.file_symbols(files, settings), runner.slots)
-    timings: dict[str, Any] = {"groups": len(plans)}
-    out.begin()
+    timings: dict[str, Any] = {}
     try:
-        runner.start(cfg, plans, settings)
+        runner.open(cfg, settings)  # group processes start while the sources are listed
+        files: list[SourceFile] = []
+        if cfg.source != "synthetic":
+            files = resolve_sources(cfg.source, settings)
+        if cfg.source == "synthetic" or runner.slots <= 1:
+            plans = [GroupPlan(files=tuple(files))]
+        else:
+            plans = plan_groups(files, _scan(files, runner, settings), runner.slots)
+        timings.update(groups=len(plans), planned=round(time.perf_counter() - started, 3))
+        rss = {"planned": _peak_rss_mb()}
+        out.begin()
+    except BaseException:
+        runner.close()
+        raise
+    if runner.slots > 1:
+        # This process only waits while the groups load: import what the central HMM fit and
+        # scalers.pkl need (hmmlearn, scikit-learn: ~2 s) now rather than on the critical path.
+        threading.Thread(target=_import_central_libraries, daemon=True).start()
+    try:
+        runner.start(plans)
         t = time.perf_counter()
         summaries = runner.call("load")
         timings["load (groups)"] = round(time.perf_counter() - t, 3)
+        rss["loaded"] = _peak_rss_mb()
         _check_disjoint(summaries)
         train_rows = {s: n for summary in summaries for s, n in summary["train_rows"].items()}
         quotas = regime_fit_quotas(train_rows, cfg.hmm_fit_max_rows)
+        instruments = {s: i for i, s in enumerate(sorted(train_rows))}
         t = time.perf_counter()
         samples = runner.call("regime_sample", quotas)
+        # The groups derive targets and scalers while the HMM is fitted here.
+        runner.submit("derive", instruments)
         pooled = {s: seqs for sample in samples for s, seqs in sample.items()}
         model = fit_regime_hmm_sequences(
             [seq for s in sorted(pooled) for seq in pooled[s]], cfg.hmm_states, cfg.hmm_seed
         )
         timings["regime HMM fit (central)"] = round(time.perf_counter() - t, 3)
-        instruments = {s: i for i, s in enumerate(sorted(train_rows))}
+        rss["fitted"] = _peak_rss_mb()
         t = time.perf_counter()
-        finished = runner.call("finish", model, instruments, out.target)
+        finished = runner.call("finish", model, out.target)
         timings["finish and write (groups)"] = round(time.perf_counter() - t, 3)
         metadata, scalers = merge_metadata(
             cfg, files, summaries, finished, model, instruments, quotas
         )
         timings["elapsed_seconds"] = round(time.perf_counter() - started, 3)
         timings["group_stages"] = [f["timings"] for f in finished]
-        timings["driver_peak_rss_mb"] = _peak_rss_mb()
+        timings["driver_peak_rss_mb"] = rss | {"finished": _peak_rss_mb()}
         metadata["timings"] = timings
-        out.write(SCALERS_PKL, pickle.dumps(scalers))
+        out.write(SCALERS_PKL, pickle.dumps(sklearn_scalers(scalers)))
         columns = metadata["scaler"]["features"]
         out.write(
             SCALERS_JSON,
@@ -590,6 +655,27 @@ def prepare_dataset(
         metadata["windows"],
     )
     return metadata
+
+
+def _import_central_libraries() -> None:
+    import hmmlearn.hmm  # noqa: F401
+    import sklearn.preprocessing  # noqa: F401
+
+
+def _scan(
+    files: list[SourceFile], runner: GroupRunner, settings: StorageSettings | None
+) -> list[dict[str, int]]:
+    """Per file, its symbols and rows: from metadata here (Parquet footers, a CSV's first
+    bytes; no rows), and by the groups where a symbol column must be read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from monolith.data.ingest import quick_file_symbols
+
+    with ThreadPoolExecutor(8) as pool:
+        quick = list(pool.map(lambda f: quick_file_symbols(f, settings), files))
+    todo = [f for f, q in zip(files, quick, strict=True) if q is None]
+    scanned = iter(runner.file_symbols(todo) if todo else [])
+    return [q if q is not None else next(scanned) for q in quick]
 
 
 def _check_disjoint(summaries: list[dict]) -> None:

@@ -17,16 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
+from monolith.data.scalers import KINDS, ScalerFit, fit_scaler
 from monolith.errors import DataError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 PURGE = "purge"
-
-_SCALERS = {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}
 
 
 @dataclass(frozen=True)
@@ -68,27 +66,28 @@ def plan_split(
     return plan
 
 
-def assign_splits(
+SPLIT_NAMES = ("train", "val", "test", PURGE)  # index = the split's code
+
+
+def split_codes(
     frame: pd.DataFrame,
     *,
     val_fraction: float,
     test_fraction: float,
     purge_bars: int,
     min_split_rows: int,
+    blocks: list[tuple[str, int, int]] | None = None,
 ) -> tuple[np.ndarray, dict[str, dict]]:
-    """Label every row train/val/test/purge, chronologically within each symbol.
+    """Each row's split as an int8 code (index into ``SPLIT_NAMES``), per symbol in time order.
 
-    ``frame`` must be sorted by (symbol, timestamp). Returns the label array and, per symbol,
-    the boundaries (row counts, first and last timestamp of each split).
+    ``frame`` must be sorted by (symbol, timestamp); ``blocks`` (symbol, start, stop) may be
+    given when already known. Returns the codes and, per symbol, the boundaries (row counts,
+    first and last timestamp of each split).
     """
-    labels = np.empty(len(frame), dtype=object)
+    codes = np.empty(len(frame), dtype=np.int8)
     boundaries: dict[str, dict] = {}
-    symbols = frame["symbol"].to_numpy()
     timestamps = frame["timestamp"]
-    starts = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]])
-    ends = np.r_[starts[1:], len(frame)]
-    for start, end in zip(starts, ends, strict=True):
-        symbol = str(symbols[start])
+    for symbol, start, end in blocks if blocks is not None else symbol_blocks(frame):
         plan = plan_split(
             end - start,
             val_fraction=val_fraction,
@@ -107,7 +106,7 @@ def assign_splits(
         info: dict[str, dict] = {"purge_bars": plan.purge}
         pos = start
         for name, count in pieces:
-            labels[pos : pos + count] = name
+            codes[pos : pos + count] = SPLIT_NAMES.index(name)
             if name != PURGE:
                 info[name] = {
                     "rows": int(count),
@@ -116,47 +115,103 @@ def assign_splits(
                 }
             pos += count
         boundaries[symbol] = info
-    return labels, boundaries
+    return codes, boundaries
+
+
+def assign_splits(
+    frame: pd.DataFrame,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    purge_bars: int,
+    min_split_rows: int,
+) -> tuple[np.ndarray, dict[str, dict]]:
+    """Label every row train/val/test/purge, chronologically within each symbol.
+
+    ``frame`` must be sorted by (symbol, timestamp). Returns the label array and, per symbol,
+    the boundaries (row counts, first and last timestamp of each split).
+    """
+    codes, boundaries = split_codes(
+        frame,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        purge_bars=purge_bars,
+        min_split_rows=min_split_rows,
+    )
+    return np.asarray(SPLIT_NAMES, dtype=object)[codes], boundaries
+
+
+def symbol_blocks(frame: pd.DataFrame) -> list[tuple[str, int, int]]:
+    """(symbol, start, stop) of each symbol's contiguous rows in a frame sorted by symbol."""
+    symbols = frame["symbol"].to_numpy()
+    if len(symbols) == 0:
+        return []
+    starts = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]])
+    stops = np.r_[starts[1:], len(symbols)]
+    return [(str(symbols[a]), int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
 
 
 def fit_scalers(
-    frame: pd.DataFrame, split: np.ndarray, columns: list[str], kind: str
-) -> dict[str, object]:
-    """One scikit-learn scaler per symbol, fitted on that symbol's train rows only."""
-    if kind not in _SCALERS:
-        raise DataError(f"unknown scaler kind {kind!r}; allowed {sorted(_SCALERS)}")
-    scalers: dict[str, object] = {}
-    train = split == "train"
+    frame: pd.DataFrame,
+    split: np.ndarray,
+    columns: list[str],
+    kind: str,
+    blocks: list[tuple[str, int, int]] | None = None,
+) -> dict[str, ScalerFit]:
+    """One scaler per symbol (``ScalerFit``: scikit-learn's statistics, ``to_sklearn()`` for
+    the object), fitted on that symbol's train rows only.
+
+    ``split`` holds each row's label (``"train"``...) or is a boolean train mask; ``blocks``
+    (symbol, start, stop), when given, says the frame is grouped by symbol.
+    """
+    if kind not in KINDS:
+        raise DataError(f"unknown scaler kind {kind!r}; allowed {sorted(KINDS)}")
+    split = np.asarray(split)
+    train = split if split.dtype == bool else split == "train"
+    if blocks is not None:
+        groups = {s: np.arange(a, b) for s, a, b in blocks}
+    else:
+        groups = frame.groupby("symbol", sort=True).indices
+    scalers: dict[str, ScalerFit] = {}
     # Gathered per symbol, column by column: one symbol's train rows at a time rather than
-    # the whole feature matrix.
+    # the whole feature matrix (a slice when they are contiguous, as in a prepared frame).
     source = [frame[c].to_numpy(dtype=np.float64) for c in columns]
-    for symbol, idx in frame.groupby("symbol", sort=True).indices.items():
+    for symbol in sorted(groups, key=str):
+        idx = groups[symbol]
         rows = idx[train[idx]]
         values = np.empty((len(rows), len(columns)))
+        contiguous = len(rows) > 0 and rows[-1] - rows[0] + 1 == len(rows)
         for j, column in enumerate(source):
-            np.take(column, rows, out=values[:, j])
-        scaler = _SCALERS[kind]()
-        scaler.fit(values)
+            if contiguous:
+                values[:, j] = column[rows[0] : rows[-1] + 1]
+            else:
+                np.take(column, rows, out=values[:, j])
+        scalers[str(symbol)] = fit_scaler(values, kind)
         del values
-        scalers[str(symbol)] = scaler
     return scalers
 
 
 def affine_parameters(scaler: object) -> tuple[np.ndarray, np.ndarray]:
-    """``(offset, scale)`` with ``transform(x) == (x - offset) / scale`` for our scaler kinds."""
-    if isinstance(scaler, StandardScaler):
-        offset = scaler.mean_
+    """``(offset, scale)`` with ``transform(x) == (x - offset) / scale``: a ``ScalerFit`` or a
+    fitted scikit-learn scaler of our kinds."""
+    if isinstance(scaler, ScalerFit):
+        return scaler.offset, scaler.scale
+    name = type(scaler).__name__
+    if name in ("StandardScaler", "RobustScaler"):
+        offset = scaler.mean_ if name == "StandardScaler" else scaler.center_
         scale = scaler.scale_
-    elif isinstance(scaler, RobustScaler):
-        offset = scaler.center_
-        scale = scaler.scale_
-    elif isinstance(scaler, MinMaxScaler):
+    elif name == "MinMaxScaler":
         # MinMaxScaler: x * scale_ + min_  ==  (x - (-min_ / scale_)) / (1 / scale_)
         offset = -scaler.min_ / scaler.scale_
         scale = 1.0 / scaler.scale_
-    else:  # pragma: no cover - guarded by fit_scalers
-        raise DataError(f"unsupported scaler {type(scaler).__name__}")
+    else:
+        raise DataError(f"unsupported scaler {name}")
     return np.asarray(offset, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+
+
+def sklearn_scalers(scalers: dict[str, ScalerFit]) -> dict[str, object]:
+    """The fitted scikit-learn scalers (what ``scalers.pkl`` holds), per symbol."""
+    return {symbol: fit.to_sklearn() for symbol, fit in scalers.items()}
 
 
 def scalers_to_json(scalers: dict[str, object], columns: list[str], kind: str) -> dict:
@@ -174,7 +229,11 @@ def scalers_to_json(scalers: dict[str, object], columns: list[str], kind: str) -
         out["symbols"][symbol] = {
             "offset": offset.tolist(),
             "scale": scale.tolist(),
-            "n_samples_seen": int(np.max(getattr(scaler, "n_samples_seen_", 0))),
+            "n_samples_seen": int(
+                scaler.n_samples
+                if isinstance(scaler, ScalerFit)
+                else np.max(getattr(scaler, "n_samples_seen_", 0))
+            ),
         }
     return out
 
