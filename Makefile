@@ -107,6 +107,7 @@ train-final-cluster: $(STAMP)
 ## bench: benchmarks, each printing figures against a baseline measured in the same run
 bench: $(STAMP)
 	$(BIN)/python bench/data_prep.py
+	$(BIN)/python bench/data_scale.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/publish.py
 	$(BIN)/python bench/tune_efficiency.py

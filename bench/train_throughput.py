@@ -71,7 +71,12 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         prepare_dataset(cfg.data, Path(tmp) / "prepared")
-        source = WindowSource(Path(tmp) / "prepared", sequence_length=cfg.data.sequence_length)
+        # the whole train split, and every train window as arrays for the original approach
+        source = WindowSource(
+            Path(tmp) / "prepared",
+            sequence_length=cfg.data.sequence_length,
+            samples={"train": None},
+        )
         logging.info("prepared in %.1fs: spec %s", time.perf_counter() - started, source.spec)
 
         # 1 and 3: the same trainer, the same compiled step, two iterators.
