@@ -56,25 +56,17 @@ def forward(
     """Inference-mode outputs of ``model`` over all windows, in batches of FORWARD_BATCH.
 
     A plain local call (no strategy, no ``predict``), so every worker can evaluate on its own.
-    The last batch is padded to the full size to keep one traced shape.
+    The compiled function takes any batch size: one trace per model, whatever the set sizes.
     """
     fn = _compiled(model)
     names = list(model.input)  # a dict-input functional model: the input names
     n = len(features["technical_input"])
     parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
     for start in range(0, n, FORWARD_BATCH):
-        batch = {k: features[k][start : start + FORWARD_BATCH] for k in names}
-        size = len(batch["technical_input"])
-        if size < FORWARD_BATCH and n > FORWARD_BATCH:
-            batch = {k: _pad(v, FORWARD_BATCH) for k, v in batch.items()}
-        out = fn(batch)
+        out = fn({k: features[k][start : start + FORWARD_BATCH] for k in names})
         for name in outputs:
-            parts[name].append(out[name].numpy()[:size])
+            parts[name].append(out[name].numpy())
     return {name: np.concatenate(parts[name]) for name in outputs}
-
-
-def _pad(x: np.ndarray, size: int) -> np.ndarray:
-    return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])
 
 
 _FORWARDS: weakref.WeakKeyDictionary[keras.Model, Any] = weakref.WeakKeyDictionary()
@@ -84,7 +76,14 @@ def _compiled(model: keras.Model) -> Any:
     """One traced inference function per model, kept as long as the model lives."""
     if model not in _FORWARDS:
         ref = weakref.ref(model)  # a strong reference here would keep the key alive forever
-        _FORWARDS[model] = tf.function(lambda batch: ref()(batch, training=False))
+        # A signature with an open batch dimension: traced once, not once per set size.
+        signature = {
+            name: tf.TensorSpec(shape=tensor.shape, dtype=tensor.dtype, name=name)
+            for name, tensor in model.input.items()
+        }
+        _FORWARDS[model] = tf.function(
+            lambda batch: ref()(batch, training=False), input_signature=[signature]
+        )
     return _FORWARDS[model]
 
 

@@ -5,6 +5,7 @@
         prepared.json      the data config and source fingerprint it was prepared from
         tune/              Ray Tune's experiment folder (trials, checkpoints, searcher state)
         results/           best_config.json, trials.csv, optuna.db, summary.txt
+        logs/              each Train run's worker logs: <run name>/worker-<rank>.log
 
 ``<storage>`` is a local folder or an ``s3://bucket/prefix`` URI. Trials never prepare data:
 each Train worker reads its own shard of ``prepared/`` straight from the storage.
@@ -31,8 +32,9 @@ PREPARED = "prepared"
 PREPARED_KEY_FILE = "prepared.json"
 TUNE_DIR = "tune"
 RESULTS_DIR = "results"
+LOGS_DIR = "logs"  # the workers' logs, one folder per Train run
 
-__all__ = ["PREPARED", "PREPARED_KEY_FILE", "RESULTS_DIR", "TUNE_DIR", "join"]
+__all__ = ["LOGS_DIR", "PREPARED", "PREPARED_KEY_FILE", "RESULTS_DIR", "TUNE_DIR", "join"]
 
 
 def _settings(settings: StorageSettings | dict | None) -> StorageSettings:

@@ -192,3 +192,102 @@ def bundle_result(
         overwrite=overwrite,
         settings=settings,
     )
+
+
+FINGERPRINT_WINDOWS = 128
+FINGERPRINT_FILE = "embedding_fingerprint.json"
+
+
+def embedding_fingerprint(result: TrainResult) -> dict[str, float]:
+    """Summary of the trained model's latent embeddings of the first test windows, so a
+    consumer can check that a pulled bundle embeds exactly as the model that was trained."""
+    import numpy as np
+
+    from monolith.model.build import encoder_from
+
+    features, _ = result.source.arrays("test", FINGERPRINT_WINDOWS)
+    latent = np.asarray(encoder_from(result.trainer.model)(features, training=False))
+    return {
+        "embedding_sum": float(latent.astype(np.float64).sum()),
+        "embedding_abs_sum": float(np.abs(latent.astype(np.float64)).sum()),
+    }
+
+
+def write_final_bundle(
+    result: TrainResult,
+    cfg: MonolithConfig,
+    prepared: str | Path,
+    output: str | Path,
+    best: dict[str, Any],
+    settings: StorageSettings | None = None,
+) -> dict[str, float]:
+    """The final run's bundle (with the best config it trained, and the fingerprint of its
+    first test windows' embeddings) at ``output``; returns the run's last figures: test
+    metrics, epochs, the fingerprint."""
+    fingerprint = embedding_fingerprint(result)
+    bundle_result(
+        result,
+        cfg,
+        prepared,
+        output,
+        extra_json={
+            "best_config.json": best,
+            FINGERPRINT_FILE: {"test_windows": FINGERPRINT_WINDOWS, **fingerprint},
+        },
+        settings=settings,
+    )
+    metrics = {k: float(v) for k, v in result.test_metrics.items()}
+    return {**metrics, "epoch": len(result.rows), "final": 1, **fingerprint}
+
+
+def configure_threads(cpus: int) -> None:
+    """Give TensorFlow the CPUs this process was given, not the whole machine's."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, cpus))
+        tf.config.threading.set_inter_op_parallelism_threads(max(2, cpus))
+    except RuntimeError:  # already initialised in this process (a restarted loop)
+        pass
+
+
+def step_throughput(
+    cfg: MonolithConfig,
+    prepared: str | Path,
+    *,
+    strategy: Any = None,
+    settings: StorageSettings | None = None,
+    shard: Shard = WHOLE,
+    warmup: int = 5,
+    steps: int = 20,
+    rounds: int = 3,
+) -> dict[str, float]:
+    """Optimizer steps per second of ``cfg`` on a prepared dataset, nothing else (no
+    evaluation): ``rounds`` timed rounds of ``steps`` after ``warmup`` untimed steps."""
+    import statistics
+    import time
+
+    from monolith.contrastive.trainer import ContrastiveTrainer
+
+    source = WindowSource(
+        prepared, sequence_length=cfg.data.sequence_length, settings=settings, shard=shard
+    )
+    trainer = ContrastiveTrainer(cfg.model, cfg.train, cfg.eval, source.spec, strategy=strategy)
+    iterator = trainer.make_iterator(train_dataset_fn(source, cfg.train.batch_size, cfg.train.seed))
+    started = time.perf_counter()
+    trainer.train_steps(iterator, warmup)  # tracing + first steps
+    warmup_s = time.perf_counter() - started
+    times, last = [], []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        last = trainer.train_steps(iterator, steps)  # syncs on every step's loss
+        times.append(time.perf_counter() - started)
+    windows = float(last[-1]["samples"])  # summed over workers: the global batch
+    return {
+        "windows_per_step": windows,
+        "steps": steps,
+        "best_round_s": min(times),
+        "median_round_s": statistics.median(times),
+        "warmup_s": warmup_s,
+        "windows_per_s": windows * steps / min(times),
+    }

@@ -60,6 +60,9 @@ class TuneSettings:
     # How often each trial's Train controller polls its workers (reports, health). Ray's
     # default (2 s) adds up to a poll to each trial's start, to every report and to its end.
     train_poll_interval_s: float = 0.25
+    # Ray Train's preemption watcher (an actor per Train run): drains runs on nodes being
+    # reclaimed, as spot GPU pools are; off where nodes are not preempted (a laptop).
+    watch_preemption: bool = True
     # How long a trial's Train run waits for its worker group: with more concurrent trials
     # than the cluster fits at once (pipelining: the next trial's driver and controller start
     # while one trains) or an autoscaling cluster, a trial legitimately waits a trial's length.
@@ -88,7 +91,7 @@ class TuneSettings:
             not isinstance(self.max_epochs, int) or self.max_epochs < 1
         ):
             raise bad("max_epochs", "expected an integer >= 1 or null")
-        for key in ("use_gpu", "multivariate", "check_capacity"):
+        for key in ("use_gpu", "multivariate", "check_capacity", "watch_preemption"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "expected true or false")
         for key, lo_open in (

@@ -32,9 +32,17 @@ def connect(
         )
     if ray.is_initialized():
         return "already connected"
+    # Ray's own INFO lines (where the dashboard is, ...) only when the job's logs are wanted.
+    level = logging.INFO if log_to_driver else logging.WARNING
     if address:
-        ray.init(address=address, log_to_driver=log_to_driver)
+        ray.init(address=address, log_to_driver=log_to_driver, logging_level=level)
         return address
+    if not log_to_driver:
+        # Ray 2.60 turns token auth on for a local cluster and says so at every start; that
+        # is the point (README: Token auth), not news.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR
+        )
     # Embedded default: a fresh local single-node cluster on the loopback interface (never
     # one recorded by `ray start` on this machine: address="local"). Its dashboard serves the
     # State API that Ray Train's placement-group cleaner queries; naming it here (inherited
@@ -53,6 +61,7 @@ def connect(
         dashboard_host="127.0.0.1",
         dashboard_port=port,
         log_to_driver=log_to_driver,
+        logging_level=level,
     )
     return "local"
 

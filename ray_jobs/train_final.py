@@ -3,13 +3,17 @@
 best_config.json (a file, or a tune experiment's results; local or s3://)
     │  validated with the config, storage checked: before any cluster resource
     ▼
-TensorflowTrainer(W workers, MultiWorkerMirroredStrategy, ray_jobs.worker loop)
+ray_jobs.train_adapter.launch (W workers, MultiWorkerMirroredStrategy)
     │  fixed epoch budget on train+val, checkpoint every epoch (a failed worker group
     │  resumes from the last), test-split metrics at the end
     ▼
 rank 0 writes the bundle (manifest last) as the run's final checkpoint
     ▼
 driver verifies it and publishes  <output>/<experiment>/<run_id>/  then  latest.json
+
+A re-run of a run id that was trained but not published (the publish failed, the bucket was
+emptied, another --output) publishes the bundle it already trained, once it verifies; one that
+does not verify is trained again from scratch.
 
 python -m ray_jobs.train_final --config configs/local.yaml
     (--best-config PATH|s3://... | --experiment PATH|s3://...)
@@ -39,11 +43,11 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 from monolith.config import MonolithConfig, _build, load_config  # noqa: E402
 from monolith.errors import ConfigError, MonolithError, StorageError  # noqa: E402
 from monolith.experiment import PREPARED, PREPARED_KEY_FILE, RESULTS_DIR  # noqa: E402
+from monolith.training import FINGERPRINT_FILE  # noqa: E402
 from monolith.uri import is_s3_uri, join, normalise  # noqa: E402
 
 log = logging.getLogger("ray_jobs.train_final")
 
-BUNDLE_DIR = "bundle"
 
 
 @dataclass
@@ -61,6 +65,8 @@ class FinalSettings:
     worker_max_failures: int = 3
     # Where the Train run keeps its checkpoints when no experiment is given.
     storage: str = "runs/final"
+    # Ray Train's preemption watcher (see tune.watch_preemption).
+    watch_preemption: bool = True
 
     def validate(self, where: str = "final") -> FinalSettings:
         for key, lo in (("num_workers", 1), ("worker_max_failures", 0)):
@@ -101,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="experiment name in the published layout")
     parser.add_argument(
         "--create-bucket", action="store_true", help="create the output bucket if it is missing"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="stream the workers' and Ray's logs to this console (default: a line per epoch "
+        "here, the worker logs under <experiment>/final/logs/)",
     )
     return parser
 
@@ -209,120 +222,120 @@ def already_published(p: Plan) -> str | None:
     return uri
 
 
-# ---- rank 0's last step, called by ray_jobs.worker ------------------------------------
-
-
-def write_final_bundle(
-    result: Any, cfg: MonolithConfig, prepared: str, final: dict, settings: Any = None
-) -> None:
-    """Rank 0: write the bundle and report it as the run's last checkpoint.
-
-    Every worker reports once more (Ray Train's report is collective); rank 0's report
-    carries the bundle, which the driver then verifies and publishes.
-    """
-    import ray.train
-
-    from monolith.training import bundle_result
-
-    with tempfile.TemporaryDirectory(prefix="monolith-final-") as tmp:
-        bundle = Path(tmp, BUNDLE_DIR)
-        bundle_result(
-            result,
-            cfg,
-            prepared,
-            bundle,
-            extra_json={"best_config.json": final["best"]},
-            settings=settings,
-        )
-        metrics = {k: float(v) for k, v in result.test_metrics.items()}
-        metrics.update(epoch=len(result.rows), final=1, **embedding_fingerprint(result))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-
-FINGERPRINT_WINDOWS = 128
-
-
-def embedding_fingerprint(result: Any) -> dict[str, float]:
-    """Summary of the trained model's latent embeddings of the first test windows, so a
-    consumer can check that a pulled bundle embeds exactly as the model that was trained."""
-    import numpy as np
-
-    from monolith.model.build import encoder_from
-
-    features, _ = result.source.arrays("test", FINGERPRINT_WINDOWS)
-    latent = np.asarray(encoder_from(result.trainer.model)(features, training=False))
-    return {
-        "embedding_sum": float(latent.astype(np.float64).sum()),
-        "embedding_abs_sum": float(np.abs(latent.astype(np.float64)).sum()),
-    }
-
-
-def final_report_others(result: Any) -> None:
-    import ray.train
-
-    metrics = {k: float(v) for k, v in result.test_metrics.items()}
-    ray.train.report({**metrics, "epoch": len(result.rows), "final": 1}, checkpoint=None)
-
-
 # ---- the job ---------------------------------------------------------------------------
+
+
+def _epoch_line(total: int) -> Any:
+    """The console line of each report of the final run (rank 0's figures)."""
+    from ray_jobs.console import say
+
+    def show(metrics: dict[str, Any]) -> None:
+        if metrics.get("final"):
+            say(f"  test split scored; bundle written ({metrics.get('epoch', '?')} epochs)")
+            return
+        say(
+            f"  epoch {int(metrics.get('epoch', 0))}/{total}: loss {metrics.get('loss', float('nan')):.4f}, "
+            f"val_ref_ntxent {metrics.get('val_ref_ntxent', float('nan')):.4f} (in-sample: val "
+            f"is trained on), {metrics.get('epoch_seconds', 0.0):.1f} s"
+        )
+
+    return show
+
+
+def _trained_bundle(p: Plan, place: Any, tmp: Path) -> Path | None:
+    """The bundle an earlier attempt of this run id trained, verified, in ``tmp``; None when
+    there is none. One that fails verification is dropped with its run, to train afresh."""
+    from monolith.artifacts import verify_bundle
+    from monolith.storage import download_directory
+    from ray_jobs.console import say
+    from ray_jobs.train_adapter import BUNDLE_DIR, completed_bundle, forget_run
+
+    uri = completed_bundle(place, p.storage)
+    if uri is None:
+        return None
+    local = tmp / "earlier" / BUNDLE_DIR
+    try:
+        download_directory(uri, local, _storage_settings(p.storage))
+        verify_bundle(local)
+    except MonolithError as exc:
+        say(f"  run {p.run_id}: the bundle an earlier attempt trained does not verify ({exc}); "
+            "training it again")  # fmt: skip
+        forget_run(place, p.storage)
+        return None
+    say(f"  run {p.run_id} was trained before ({uri}) but is not at its destination: "
+        "publishing that bundle")  # fmt: skip
+    return local
+
+
+def _train(p: Plan, args: argparse.Namespace, place: Any, tmp: Path) -> Path:
+    """Train the run over its workers; its bundle (the run's last checkpoint)."""
+    from monolith.experiment import LOGS_DIR, prepare_for_experiment
+    from ray_jobs.console import say
+    from ray_jobs.prepare import RayGroupRunner
+    from ray_jobs.train_adapter import BUNDLE_DIR, FinalSpec, JobSpec, Resources, launch
+
+    prepared = p.prepared or prepare_for_experiment(
+        p.cfg, p.train_root, p.storage, runner=RayGroupRunner()
+    )
+    s = p.settings
+    spec = JobSpec(
+        task="final",
+        base_config=p.cfg.to_dict(),
+        prepared=prepared,
+        storage=p.storage,
+        final=FinalSpec(best=dict(p.best), run_id=p.run_id),
+        logs=None if args.verbose else join(p.train_root, LOGS_DIR),
+    )
+    resources = Resources(
+        num_workers=s.num_workers,
+        per_worker=s.resources_per_worker(),
+        use_gpu=s.use_gpu,
+        max_failures=s.worker_max_failures,
+        watch_preemption=s.watch_preemption,
+    )
+    if not args.verbose:
+        say(f"  worker logs: {join(p.train_root, LOGS_DIR, p.run_id)}/")
+    result = launch(
+        spec, resources, place, p.cfg.hyperparameters(), progress=_epoch_line(p.cfg.train.epochs)
+    )
+    if result.checkpoint is None:
+        raise MonolithError("the final run ended without a bundle checkpoint")
+    local = Path(result.checkpoint.to_directory(str(tmp / "trained")))
+    if not (local / BUNDLE_DIR / "manifest.json").is_file():
+        raise MonolithError(f"the final checkpoint {result.checkpoint.path} holds no bundle")
+    return local / BUNDLE_DIR
 
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    from ray_jobs.console import quiet, say
+
+    quiet(args.verbose)
     p = plan(args)
     done = already_published(p)
     if done:
-        print(f"run {p.run_id} is already published and verifies: {done} (nothing to do)")
+        say(f"run {p.run_id} is already published and verifies: {done} (nothing to do)")
         return 0
-    import ray.train
-    from ray.train.tensorflow import TensorflowTrainer
-
-    from monolith.experiment import prepare_for_experiment
-    from monolith.filesystems import storage_filesystem
+    from monolith.artifacts import verify_bundle
     from monolith.storage import publish_bundle
-    from ray_jobs import worker
     from ray_jobs._ray import check_capacity, connect
-    from ray_jobs.prepare import RayGroupRunner
+    from ray_jobs.train_adapter import RunPlace
 
     need = {k: v * p.settings.num_workers for k, v in p.settings.resources_per_worker().items()}
-    connect(local_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])))
+    connect(
+        local_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])), log_to_driver=args.verbose
+    )
     check_capacity(need, f"the final job ({p.settings.num_workers} workers)")
-    prepared = p.prepared or prepare_for_experiment(
-        p.cfg, p.train_root, p.storage, runner=RayGroupRunner()
+    say(
+        f"final run {p.run_id}: {p.cfg.train.epochs} epochs on train+val over "
+        f"{p.settings.num_workers} worker(s), then the test split; publish to "
+        f"{join(p.output, p.experiment, p.run_id)}"
     )
-    fs, path = storage_filesystem(p.train_root, _storage_settings(p.storage))
-    trainer = TensorflowTrainer(
-        worker.train_loop_per_worker,
-        train_loop_config={
-            **p.cfg.hyperparameters(),
-            worker.BASE_CONFIG_KEY: p.cfg.to_dict(),
-            worker.PREPARED_KEY: prepared,
-            worker.STORAGE_KEY: p.storage,
-            worker.FINAL_KEY: {"best": p.best, "run_id": p.run_id},
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=p.settings.num_workers,
-            use_gpu=p.settings.use_gpu,
-            resources_per_worker=p.settings.resources_per_worker(),
-        ),
-        run_config=ray.train.RunConfig(
-            name=p.run_id,
-            storage_path=path,
-            storage_filesystem=fs,
-            failure_config=ray.train.FailureConfig(max_failures=p.settings.worker_max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise MonolithError("the final run ended without a bundle checkpoint")
+    place = RunPlace(p.run_id, p.train_root, keep_checkpoints=2)
     with tempfile.TemporaryDirectory(prefix="monolith-publish-") as tmp:
-        local = Path(result.checkpoint.to_directory(tmp))
-        bundle = local / BUNDLE_DIR
-        if not (bundle / "manifest.json").is_file():
-            raise MonolithError(f"the final checkpoint {result.checkpoint.path} holds no bundle")
-        from monolith.artifacts import verify_bundle
-
+        bundle = _trained_bundle(p, place, Path(tmp))
+        if bundle is None:
+            bundle = _train(p, args, place, Path(tmp))
         verify_bundle(bundle)
         uri = publish_bundle(
             bundle,
@@ -333,12 +346,12 @@ def run(args: argparse.Namespace) -> int:
             create_bucket=args.create_bucket,
         )
         test_metrics = json.loads((bundle / "test_metrics.json").read_text())
-    fingerprint = {k: v for k, v in result.metrics.items() if k.startswith("embedding_")}
+        fingerprint = json.loads((bundle / FINGERPRINT_FILE).read_text())
     print("FINAL_RESULT " + json.dumps({"uri": uri, "run_id": p.run_id, **fingerprint}))
-    print(f"published {uri} (latest: {join(p.output, p.experiment, 'latest.json')})")
+    say(f"published {uri} (latest: {join(p.output, p.experiment, 'latest.json')})")
     for key in sorted(test_metrics):
-        print(f"  {key:<36} {test_metrics[key]:+.4f}")
-    print(f"wall time {time.perf_counter() - started:.1f} s")
+        say(f"  {key:<36} {test_metrics[key]:+.4f}")
+    say(f"wall time {time.perf_counter() - started:.1f} s")
     return 0
 
 

@@ -6,10 +6,10 @@
     Tuner(OptunaSearch(TPE, warm start = trial 1), ASHA on per-epoch reports)
         │  one trial = a driver function (small CPU share) ...
         ▼
-    TensorflowTrainer(ScalingConfig(num_workers=W)) ── W workers, MultiWorkerMirroredStrategy,
-        │                                             ray_jobs.worker.train_loop_per_worker
+    ray_jobs.train_adapter.launch ── a Ray Train run of W workers (MultiWorkerMirroredStrategy),
+        │                            each on its shard of the prepared rows
         ▼
-    results/: best_config.json, trials.csv, optuna.db, summary.txt
+    results/: best_config.json, trials.csv, optuna.db, summary.txt; logs/: the workers' logs
 
     python -m ray_jobs.tune --config configs/local.yaml [--name N] [--num-samples N]
                             [--storage PATH|s3://...] [--resume]
@@ -38,7 +38,7 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 
 from monolith.config import MonolithConfig, load_config  # noqa: E402
 from monolith.errors import ConfigError  # noqa: E402
-from monolith.experiment import RESULTS_DIR, TUNE_DIR  # noqa: E402
+from monolith.experiment import LOGS_DIR, RESULTS_DIR, TUNE_DIR  # noqa: E402
 from monolith.search_space import SearchSpace, check_against_config, load_search_space  # noqa: E402
 from monolith.tuning import TrialRecord, TuneSettings, tune_settings, with_epochs  # noqa: E402
 from monolith.uri import is_s3_uri, join, normalise  # noqa: E402
@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--auto-resume",
         action="store_true",
         help="resume the experiment if it exists, start it otherwise (for job retries)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="stream every worker's and Ray's logs to this console (default: the trial table "
+        "here, the logs under <experiment>/logs/)",
     )
     return parser
 
@@ -187,75 +194,51 @@ def _check_data(cfg: MonolithConfig, store: Any) -> None:
 # ---- the trial driver ------------------------------------------------------------------
 
 
-def run_trial(config: dict[str, Any], static: dict[str, Any]) -> None:
-    """One Tune trial: launch and watch a Ray Train run of ``config`` over W workers.
+def run_trial(hyperparameters: dict[str, Any], static: dict[str, Any]) -> None:
+    """One Tune trial: a Ray Train run of ``hyperparameters`` over W workers.
 
     The Train run is named after the trial, so a restarted trial (driver failure or
     ``--resume``) finds its earlier checkpoints and continues from the latest.
     """
-    import ray.train
     import ray.tune
-    from ray.train.tensorflow import TensorflowTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
-    from monolith.filesystems import storage_filesystem
-    from monolith.storage import StorageSettings
-    from ray_jobs import worker
+    from ray_jobs.train_adapter import RunPlace, launch
 
-    settings = TuneSettings(**static["settings"])
-    # Ray Train hands these from this driver to its controller (and workers).
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(settings.train_poll_interval_s)
-    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(settings.worker_start_timeout_s)
-    fs, path = storage_filesystem(
-        static["train_storage"], StorageSettings.from_mapping(static["storage"])
-    )
-    trial_id = ray.tune.get_context().get_trial_id()
-    trainer = TensorflowTrainer(
-        worker.train_loop_per_worker,
-        train_loop_config={
-            **config,
-            worker.BASE_CONFIG_KEY: static["base_config"],
-            worker.PREPARED_KEY: static["prepared"],
-            worker.STORAGE_KEY: static["storage"],
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=settings.num_workers,
-            use_gpu=settings.use_gpu,
-            resources_per_worker=settings.resources_per_worker(),
-        ),
-        run_config=ray.train.RunConfig(
-            name=f"trial-{trial_id}",
-            storage_path=path,
-            storage_filesystem=fs,
-            callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=settings.worker_max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-        ),
-    )
-    trainer.fit()
+    place = RunPlace(f"trial-{ray.tune.get_context().get_trial_id()}", static["train_storage"])
+    launch(static["spec"], static["resources"], place, hyperparameters, report_to_tune=True)
 
 
-# ---- the experiment --------------------------------------------------------------------
-
-
-def _trainable(p: Plan, prepared: str):
-    import dataclasses
-
+def _trainable(p: Plan, prepared: str, verbose: bool):
     from ray import tune
 
+    from ray_jobs.train_adapter import JobSpec, Resources
+
+    s = p.settings
     static = {
-        "settings": dataclasses.asdict(p.settings),
-        "base_config": p.cfg.to_dict(),
-        "prepared": prepared,
-        "storage": p.storage,
+        "spec": JobSpec(
+            task="trial",
+            base_config=p.cfg.to_dict(),
+            prepared=prepared,
+            storage=p.storage,
+            logs=None if verbose else join(p.root, LOGS_DIR),
+        ),
+        "resources": Resources(
+            num_workers=s.num_workers,
+            per_worker=s.resources_per_worker(),
+            use_gpu=s.use_gpu,
+            max_failures=s.worker_max_failures,
+            poll_interval_s=s.train_poll_interval_s,
+            start_timeout_s=s.worker_start_timeout_s,
+            watch_preemption=s.watch_preemption,
+        ),
         "train_storage": join(p.root, "train"),
     }
     return tune.with_resources(
-        tune.with_parameters(run_trial, static=static), {"CPU": p.settings.driver_cpus}
+        tune.with_parameters(run_trial, static=static), {"CPU": s.driver_cpus}
     )
 
 
-def _tuner(p: Plan, prepared: str, resume: bool):
+def _tuner(p: Plan, prepared: str, resume: bool, verbose: bool):
     import optuna
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
@@ -264,9 +247,11 @@ def _tuner(p: Plan, prepared: str, resume: bool):
 
     from monolith.filesystems import storage_filesystem
     from monolith.storage import StorageSettings
+    from ray_jobs.console import TrialTable
 
     fs, path = storage_filesystem(p.root, StorageSettings.from_mapping(p.storage))
-    trainable = _trainable(p, prepared)
+    trainable = _trainable(p, prepared, verbose)
+    table = TrialTable(p.metric, p.mode, p.epochs, list(p.space.names))
     if resume:
         return tune.Tuner.restore(
             join(path, TUNE_DIR) if fs is None else f"{path}/{TUNE_DIR}",
@@ -275,7 +260,7 @@ def _tuner(p: Plan, prepared: str, resume: bool):
             resume_errored=True,
             restart_errored=False,
             storage_filesystem=fs,
-        )
+        )  # the experiment's own callbacks (the trial table among them) come back with it
     sampler = optuna.samplers.TPESampler(
         seed=p.settings.seed,
         multivariate=p.settings.multivariate,
@@ -309,8 +294,8 @@ def _tuner(p: Plan, prepared: str, resume: bool):
             storage_path=path,
             storage_filesystem=fs,
             failure_config=tune.FailureConfig(max_failures=p.settings.max_failures),
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback()],
-            verbose=1,
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback(), table],
+            verbose=1 if verbose else 0,
         ),
     )
 
@@ -327,7 +312,7 @@ def _records(results) -> list[TrialRecord]:
         frame = result.metrics_dataframe
         history = [] if frame is None else frame.to_dict("records")
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
-        params = {k: v for k, v in (result.config or {}).items() if not k.startswith("_")}
+        params = dict(result.config or {})
         status = "ERROR" if result.error else ("TERMINATED" if history else "PENDING")
         wall = history[-1].get("time_total_s") if history else None
         records.append(
@@ -358,25 +343,43 @@ def _publish_results(p: Plan, local_dir: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    from ray_jobs.console import quiet, say
+
+    quiet(args.verbose)
     p = plan(args)  # everything validated: only now ask Ray for resources
     from ray_jobs._ray import check_capacity, connect, release_orphaned_reservations
 
     need = {k: v * p.settings.num_workers for k, v in p.settings.resources_per_worker().items()}
     need["CPU"] = need.get("CPU", 0.0) + p.settings.driver_cpus
     # A local cluster gets enough logical CPUs for one trial even on a 2-core laptop.
-    where = connect(local_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])))
+    where = connect(
+        local_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])), log_to_driver=args.verbose
+    )
     release_orphaned_reservations()
     if p.settings.check_capacity:
         check_capacity(need, f"a trial ({p.settings.num_workers} workers + driver)")
-    log.info("ray: %s; experiment %s", where, p.root)
+    s = p.settings
+    say(
+        f"experiment {p.root} ({'resumed' if p.resume else 'new'}; Ray: {where})\n"
+        f"  {s.num_samples} trials of <= {p.epochs} epochs, {s.num_workers} worker(s) x "
+        f"{s.cpus_per_worker:g} CPU{f' + {s.gpus_per_worker:g} GPU' if s.use_gpu else ''} "
+        f"each, {s.max_concurrent_trials} at a time; objective {p.metric} ({p.mode}); "
+        f"ASHA grace {s.grace_period}, reduction {s.reduction_factor:g}"
+    )
 
     from monolith.experiment import prepare_for_experiment
     from monolith.tuning import write_results
     from ray_jobs.prepare import RayGroupRunner
 
     # The per-symbol preparation runs as Ray actors over the cluster, not in this driver.
+    t0 = time.perf_counter()
     prepared = prepare_for_experiment(p.cfg, p.root, p.storage, runner=RayGroupRunner())
-    tuner = _tuner(p, prepared, p.resume)
+    say(f"  data: {prepared} ({time.perf_counter() - t0:.1f} s)")
+    if not args.verbose:
+        say(
+            f"  worker logs: {join(p.root, LOGS_DIR)}/trial-<id>/; every report: {join(p.root, TUNE_DIR)}/*/result.json"
+        )
+    tuner = _tuner(p, prepared, p.resume, args.verbose)
     results = tuner.fit()
     records = _records(results)
     local_results = (
@@ -395,15 +398,16 @@ def run(args: argparse.Namespace) -> int:
         study_name=p.settings.name,
     )
     target = _publish_results(p, local_results)
-    print((local_results / "summary.txt").read_text())
-    print(
-        f"best trial {summary['best_trial']} ({summary['best_trial_id']}): "
+    say()
+    say((local_results / "summary.txt").read_text().rstrip())
+    say(
+        f"\nbest trial {summary['best_trial']} ({summary['best_trial_id']}): "
         f"{p.metric} = {summary['best_objective']:.4f}; stop reasons {summary['stop_reasons']}"
     )
-    print(f"results -> {target} (best_config.json, trials.csv, optuna.db)")
-    print(f"tensorboard --logdir {join(p.root, TUNE_DIR)}")
-    print(f"optuna-dashboard sqlite:///{(local_results / 'optuna.db').resolve()}")
-    print(f"wall time {time.perf_counter() - started:.1f} s")
+    say(f"results -> {target} (best_config.json, trials.csv, optuna.db)")
+    say(f"tensorboard --logdir {join(p.root, TUNE_DIR)}")
+    say(f"optuna-dashboard sqlite:///{(local_results / 'optuna.db').resolve()}")
+    say(f"wall time {time.perf_counter() - started:.1f} s")
     errors = [r for r in records if r.status == "ERROR"]
     if errors and len(errors) == len(records):
         print(f"error: every trial failed; first: {errors[0].error}", file=sys.stderr)

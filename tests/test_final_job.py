@@ -134,7 +134,7 @@ def test_tune_then_final_job_then_pull_gives_the_trained_embeddings(
     from monolith.data.windows import WindowSource
     from monolith.model.build import encoder_from
     from monolith.storage import StorageSettings
-    from ray_jobs.train_final import FINGERPRINT_WINDOWS
+    from monolith.training import FINGERPRINT_WINDOWS
 
     os.environ.update(s3.env)
     # the test windows the final job scored, read straight from the experiment on S3
@@ -160,8 +160,41 @@ def test_tune_then_final_job_then_pull_gives_the_trained_embeddings(
     )
     assert latest_again == latest
 
+    # The published bundle is lost (bucket emptied by hand): a re-run of the same run id
+    # publishes the bundle it trained, verified, instead of crashing on its own checkpoint.
+    lost = client.list_objects_v2(Bucket=BUCKET, Prefix="bundles/")["Contents"]
+    client.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": o["Key"]} for o in lost]})
+    rerun = cluster.submit(final_cmd, timeout=600)
+    rerun_out = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, rerun_out[-3000:]
+    assert "was trained before" in rerun.stdout and "Traceback" not in rerun_out
+    assert "epoch 1/" not in rerun.stdout  # nothing retrained
+    line = next(x for x in rerun.stdout.splitlines() if x.startswith("FINAL_RESULT "))
+    assert json.loads(line.removeprefix("FINAL_RESULT ")) == result
+    relatest = json.loads(
+        client.get_object(Bucket=BUCKET, Key="bundles/e2e/latest.json")["Body"].read()
+    )
+    assert relatest["run_id"] == result["run_id"]
+    assert relatest["manifest_sha256"] == latest["manifest_sha256"]
+    repulled = _monolith(
+        "pull", f"s3://{BUCKET}/bundles/e2e/latest", str(tmp_path / "again"), env=env
+    )
+    assert repulled.returncode == 0, repulled.stderr[-3000:]
+
+    # The console is a line per epoch, not the workers' logs; those are under the experiment.
+    ours = [ln for ln in final.stdout.splitlines() if " cli.py:" not in ln and " sdk.py:" not in ln]
+    assert len(ours) < 30, final.stdout
+    assert not any("RayTrainWorker" in ln or "tensorflow" in ln.lower() for ln in ours), ours
+    worker_logs = [
+        o["Key"]
+        for o in client.list_objects_v2(Bucket=BUCKET, Prefix="experiments/e2e/final/logs/")[
+            "Contents"
+        ]
+    ]
+    assert any(k.endswith("/worker-0.log") for k in worker_logs), worker_logs
+
     # No credential string in job logs, published objects or the pulled bundle.
-    logs = out + tune.stdout + tune.stderr + again.stdout + again.stderr
+    logs = out + tune.stdout + tune.stderr + again.stdout + again.stderr + rerun_out
     for secret in (ACCESS_KEY_ID, SECRET_ACCESS_KEY):
         assert secret not in logs
         for path in dest.rglob("*"):

@@ -45,8 +45,10 @@ def nt_xent_loss(
     z2 = tf.math.l2_normalize(z2, axis=1)
     local = tf.shape(z1)[0]
     if replica_context is not None and replica_context.num_replicas_in_sync > 1:
-        z1_all = replica_context.all_gather(z1, axis=0)
-        z2_all = replica_context.all_gather(z2, axis=0)
+        # Both views in one gather: one collective forward, one backward.
+        z1_all, z2_all = tf.split(
+            replica_context.all_gather(tf.concat([z1, z2], axis=1), axis=0), 2, axis=1
+        )
         offset = tf.cast(replica_context.replica_id_in_sync_group, tf.int32) * local
     else:
         z1_all, z2_all, offset = z1, z2, 0

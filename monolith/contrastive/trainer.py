@@ -125,7 +125,12 @@ class ContrastiveTrainer:
         self.best_weights: list[np.ndarray] | None = None
         self.last_samples_per_step: int | None = None
         self.last_gathered_per_step: int | None = None
-        self._train_step = tf.function(self._distributed_step)
+        # Steps run in batches inside one compiled loop: no Python or host sync per step.
+        self._train_loop = tf.function(self._distributed_steps)
+        self._agreed = {
+            op: tf.function(lambda value, op=op: self._reduce_scalar(value, op))
+            for op in (tf.distribute.ReduceOp.MEAN, tf.distribute.ReduceOp.SUM)
+        }
 
     # ---- one step -----------------------------------------------------------------------
 
@@ -155,24 +160,46 @@ class ContrastiveTrainer:
             scaled = loss / self.num_replicas
         variables = self.model.trainable_variables
         grads = tape.gradient(scaled, variables)
+        # The instrument embedding's gradient is sparse (IndexedSlices), which the strategy
+        # all-reduces apart, as a gather of indices and values; dense, it joins the one pack
+        # every other gradient travels in (the table is a few hundred floats).
+        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return loss, contrastive, reconstruction, n, tf.cast(gathered, tf.float32)
+        # The step's scalars travel together: one collective, not one per figure.
+        return tf.stack(
+            [
+                loss,
+                contrastive,
+                reconstruction,
+                tf.cast(n, tf.float32),
+                tf.cast(gathered, tf.float32),
+            ]
+        )
 
-    def _distributed_step(self, iterator: Any, step: tf.Tensor) -> dict[str, tf.Tensor]:
+    # Entries of a step's figures and how each is combined over the replicas.
+    STEP_FIGURES = ("loss", "contrastive", "reconstruction", "samples", "gathered")
+    _SUMMED = ("samples",)  # the rest are means over replicas
+
+    def _distributed_step(self, iterator: Any, step: tf.Tensor) -> tf.Tensor:
         features, _ = next(iterator)
         features = {k: v for k, v in features.items() if k in self.model.input}
         per_replica = self.strategy.run(self._replica_step, args=(features, step))
-        mean = tf.distribute.ReduceOp.MEAN
-        loss, contrastive, reconstruction, n, gathered = per_replica
-        return {
-            "loss": self.strategy.reduce(mean, loss, axis=None),
-            "contrastive": self.strategy.reduce(mean, contrastive, axis=None),
-            "reconstruction": self.strategy.reduce(mean, reconstruction, axis=None),
-            "samples": self.strategy.reduce(tf.distribute.ReduceOp.SUM, n, axis=None),
-            # Windows each replica's NT-Xent saw (mean over replicas): the global batch when
-            # the negatives are really gathered across workers, the local batch otherwise.
-            "gathered": self.strategy.reduce(mean, gathered, axis=None),
-        }
+        total = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        # "gathered": windows each replica's NT-Xent saw (mean over replicas): the global
+        # batch when the negatives are really gathered across workers, else the local batch.
+        mean = tf.constant(
+            [1.0 if name in self._SUMMED else 1.0 / self.num_replicas for name in self.STEP_FIGURES]
+        )
+        return total * mean
+
+    def _distributed_steps(self, iterator: Any, first: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+        """``count`` optimizer steps numbered from ``first``; their figures [count, 5]."""
+        figures = tf.TensorArray(tf.float32, size=count)
+        for i in tf.range(count):
+            figures = figures.write(
+                i, self._distributed_step(iterator, first + tf.cast(i, tf.int64))
+            )
+        return figures.stack()
 
     def _checked(self, dataset_fn: DatasetFn, skip: int) -> DatasetFn:
         """Check the per-replica batch and skip the steps already taken (exact resume)."""
@@ -198,13 +225,22 @@ class ContrastiveTrainer:
             )
         )
 
-    def train_steps(self, iterator: Any, steps: int) -> list[dict[str, float]]:
-        """Run ``steps`` optimizer steps; per step: loss terms and the global window count."""
-        results = []
-        for _ in range(steps):
-            out = self._train_step(iterator, tf.constant(self.step, tf.int64))
-            self.step += 1
-            results.append({k: float(v) for k, v in out.items()})
+    def train_steps(self, iterator: Any, steps: int, per_call: int = 50) -> list[dict[str, float]]:
+        """Run ``steps`` optimizer steps; per step: loss terms and the global window count.
+
+        Steps run ``per_call`` at a time in one compiled loop (the figures come back once per
+        call); the loop is traced once for any count.
+        """
+        results: list[dict[str, float]] = []
+        while len(results) < steps:
+            count = min(per_call, steps - len(results))
+            figures = self._train_loop(
+                iterator, tf.constant(self.step, tf.int64), tf.constant(count, tf.int32)
+            ).numpy()
+            self.step += count
+            results += [
+                dict(zip(self.STEP_FIGURES, map(float, row), strict=True)) for row in figures
+            ]
         self.last_samples_per_step = int(results[-1]["samples"]) if results else None
         self.last_gathered_per_step = int(results[-1]["gathered"]) if results else None
         return results
@@ -309,10 +345,14 @@ class ContrastiveTrainer:
         return self.wait >= self.train_cfg.early_stopping_patience
 
     def _agree(self, value: float, op: tf.distribute.ReduceOp) -> float:
+        """``value`` combined over every replica (compiled: nothing eager under the strategy)."""
         if self.num_replicas == 1:
             return value
-        per_replica = self.strategy.run(lambda: tf.constant(value, tf.float32))
-        return float(self.strategy.reduce(op, per_replica, axis=None))
+        return float(self._agreed[op](tf.constant(value, tf.float32)))
+
+    def _reduce_scalar(self, value: tf.Tensor, op: tf.distribute.ReduceOp) -> tf.Tensor:
+        per_replica = self.strategy.run(lambda: tf.identity(value))
+        return self.strategy.reduce(op, per_replica, axis=None)
 
     def history(self) -> History:
         return History(
