@@ -59,7 +59,6 @@ TARGET_OVERHEAD_VS_FLOOR = 1.5
 TARGET_SCALING = 0.95
 # Tune stamps each result with whole seconds; a report lies in [timestamp, timestamp + 1).
 TIMESTAMP_MIDPOINT = 0.5
-_TRIAL_DIR = re.compile(r"^\w+?_([0-9a-f]{8})_(\d+)_")  # <trainable>_<id>_<number>_<params>_<date>
 
 
 # ---- child processes -------------------------------------------------------------------------
@@ -332,14 +331,17 @@ def tune_trials(tune_dir: Path, launched: float, metric: str | None) -> list[dic
     """A Tune experiment's trials from its folders: reports timed in seconds since launch."""
     trials = []
     for result_file in tune_dir.glob("*/result.json"):
-        match = _TRIAL_DIR.match(result_file.parent.name)
         rows = [json.loads(ln) for ln in result_file.read_text().splitlines() if ln.strip()]
-        if not match or not rows:
+        if not rows:
+            continue
+        # Trial folders: <trainable>_<trial id>_<creation counter>_<params>_<date>.
+        match = re.search(rf"_{re.escape(str(rows[0]['trial_id']))}_(\d+)_", result_file.parent.name)
+        if not match:
             continue
         reports = [
             {
                 "time": row["timestamp"] + TIMESTAMP_MIDPOINT - launched,
-                "trial": int(match.group(2)),
+                "trial": int(match.group(1)),
                 "epoch": int(row.get("epoch", 1)),
                 "value": float(row[metric]) if metric else math.nan,
                 "epoch_seconds": float(row.get("epoch_seconds", math.nan)),
@@ -351,7 +353,7 @@ def tune_trials(tune_dir: Path, launched: float, metric: str | None) -> list[dic
         first = reports[0]
         trials.append(
             {
-                "trial": int(match.group(2)),
+                "trial": int(match.group(1)),
                 # Trial start: when its trainable began (Tune's time_total_s counts from there).
                 "start": first["time"] - first["time_total_s"],
                 "reports": reports,
