@@ -6,6 +6,7 @@ A bundle is a folder with the original project's five files plus our additions::
     model_config.json                 the full config and the flat hyperparameters
     data_processing_metadata.json     what data it was trained on, and how it was prepared
     scalers.pkl / scalers.json        the train-fitted scalers (pickle and plain parameters)
+    drift_reference.npz               scaled train rows new data is compared with (drift)
     training_history.csv              loss, val_loss and every metric, per epoch
     <extra files>                     e.g. best_config.json, test_metrics.json
     manifest.json                     written last: SHA-256 and size of every file above,
@@ -27,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from monolith._atomic import atomic_directory
-from monolith.data.prepared import METADATA_FILE, SCALERS_JSON, SCALERS_PKL
-from monolith.errors import BundleError
+from monolith.data.prepared import DRIFT_REFERENCE, METADATA_FILE, SCALERS_JSON, SCALERS_PKL
+from monolith.errors import BundleError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,16 @@ def write_bundle(
         (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(model_config, indent=2, default=str))
         for name in (METADATA_FILE, SCALERS_PKL, SCALERS_JSON):
             (tmp / name).write_bytes(read_bytes(prepared.join(name), settings))
+        try:  # datasets prepared before drift references existed have none
+            (tmp / DRIFT_REFERENCE).write_bytes(
+                read_bytes(prepared.join(DRIFT_REFERENCE), settings)
+            )
+        except StorageError:
+            log.warning(
+                "%s has no %s: the bundle's drift check will be unavailable",
+                prepared,
+                DRIFT_REFERENCE,
+            )
         _write_history(tmp / HISTORY_FILE, history)
         for name, content in (extra_json or {}).items():
             (tmp / name).write_text(json.dumps(content, indent=2, default=str))

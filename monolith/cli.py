@@ -1,4 +1,5 @@
-"""The ``monolith`` command: data preparation, training, bundle inspection, publish and pull.
+"""The ``monolith`` command: data preparation, training, bundle inspection, publish and pull,
+and using an encoder (embed).
 
 Every ``MonolithError`` becomes one line on stderr and exit status 2; nothing half-written
 is left behind (each writer is atomic).
@@ -204,6 +205,83 @@ def _inspect(bundle: str | Path, label: str) -> int:
     return 0
 
 
+# -- embed -------------------------------------------------------------------------------------
+def cmd_embed(args: argparse.Namespace) -> int:
+    from monolith.encoder import Encoder
+    from monolith.uri import normalise
+
+    settings = _storage_settings(args)
+    output = normalise(args.output, "--output")
+    if not output.endswith(".parquet"):
+        raise ConfigError(f"--output {args.output}: expected a .parquet file name")
+    if args.max_drift is not None and not args.max_drift > 0:
+        raise ConfigError(f"--max-drift {args.max_drift}: expected a positive number (a PSI)")
+    unknown = "skip" if args.skip_unknown else "error"
+    encoder = Encoder.load(args.bundle, settings)
+    if args.ray_address:
+        # The Ray adapter, only when asked for a cluster: the library itself never needs Ray.
+        from ray_jobs._ray import connect
+        from ray_jobs.embed import embed_on_cluster
+
+        connect(address=args.ray_address)
+        frame, report, scaled = embed_on_cluster(
+            args.bundle,
+            args.input,
+            known=set(encoder.instruments),
+            settings=settings,
+            unknown=unknown,
+            batch_size=args.batch_size,
+        )
+    else:
+        frame = encoder.embed(
+            args.input, settings=settings, unknown=unknown, batch_size=args.batch_size
+        )
+        report, scaled = encoder.last_report.to_dict(), encoder.last_scaled
+    drift = encoder.drift(scaled) if encoder.reference is not None else None
+    write_embeddings(frame, output, settings, {"embed": report, "drift": drift})
+    print(
+        f"embedded {len(frame):,} windows of {frame['symbol'].nunique()} symbol(s) "
+        f"({report['rows_without_window']:,} bar(s) could not end a full window"
+        f"{'; skipped symbols ' + str(report['skipped_symbols']) if report['skipped_symbols'] else ''}) "
+        f"-> {output}"
+    )
+    if drift is None:
+        print("drift: not checked (the bundle records no drift reference)")
+        return 0
+    print(
+        f"drift: score {drift['drift_score']:.3f} (largest PSI: {drift['worst_feature']}), "
+        f"mean PSI {drift['mean_psi']:.3f}, {100 * drift['outside_train_range']:.1f}% of values "
+        f"outside the train range -> {output}.drift.json"
+    )
+    if args.max_drift is not None and drift["drift_score"] > args.max_drift:
+        print(
+            f"error: drift score {drift['drift_score']:.3f} exceeds --max-drift "
+            f"{args.max_drift:g} (feature {drift['worst_feature']}): the new data no longer looks "
+            "like the data the encoder was trained on",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def write_embeddings(frame, output: str, settings: StorageSettings, report: dict) -> None:
+    """The embeddings (Parquet) and the report beside them (``<output>.drift.json``), each
+    written whole or not at all: a local file via a renamed temporary, an S3 object in one put."""
+    import io
+    import json
+
+    from monolith.storage import write_bytes
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    write_bytes(output, buffer.getvalue(), settings)
+    write_bytes(
+        f"{output}.drift.json",
+        (json.dumps(report, indent=2, default=str) + "\n").encode(),
+        settings,
+    )
+
+
 # -- publish / pull ----------------------------------------------------------------------------
 def _storage_settings(args: argparse.Namespace) -> StorageSettings:
     from monolith.storage import StorageSettings
@@ -326,6 +404,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("--config", help="YAML config whose storage section to use")
     inspect.set_defaults(func=cmd_inspect)
+
+    embed = sub.add_parser(
+        "embed",
+        help="embeddings of new bars with a published encoder, and a drift check",
+        description="Run BUNDLE's own pipeline (cleaning, causal features, its train-fitted "
+        "scalers, instrument map, regime HMM, window length) over SRC and write one row per "
+        "window end (timestamp, symbol, latent_000..., hmm_regime) to OUT.parquet, plus a "
+        "report beside it (OUT.parquet.drift.json): rows that could not end a window, and how "
+        "far the new data drifts from the training data (PSI, KS, share outside the train "
+        "range per feature).",
+    )
+    embed.add_argument("bundle", help="bundle folder, s3://…/<run_id>, or …/<experiment>/latest")
+    embed.add_argument(
+        "--input",
+        required=True,
+        help="bars: a file, folder, glob or s3:// source in any layout `data prepare` reads, "
+        "or a prepared dataset",
+    )
+    embed.add_argument("--output", required=True, help="a .parquet file, local or s3://")
+    embed.add_argument("--batch-size", type=int, default=1024, help="windows per forward pass")
+    embed.add_argument(
+        "--ray-address",
+        help="embed on this Ray cluster with Ray Data (one block per symbol, an actor pool "
+        "that loads the model once per actor); default: this process",
+    )
+    embed.add_argument(
+        "--skip-unknown",
+        action="store_true",
+        help="leave out (and report) symbols the encoder was not trained on, instead of failing",
+    )
+    embed.add_argument(
+        "--max-drift",
+        type=float,
+        help="exit 2 when the drift score (the largest PSI over features) exceeds this",
+    )
+    embed.add_argument("--config", help="YAML config whose storage section to use")
+    embed.set_defaults(func=cmd_embed)
 
     publish = sub.add_parser(
         "publish",

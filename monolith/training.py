@@ -213,6 +213,26 @@ def embedding_fingerprint(result: TrainResult) -> dict[str, float]:
     }
 
 
+def fingerprint_windows(result: TrainResult) -> list[dict[str, Any]]:
+    """The fingerprint's windows, by symbol and last bar, with each one's latent vector."""
+    import numpy as np
+    import pandas as pd
+
+    from monolith.model.build import encoder_from
+
+    features, targets = result.source.arrays("test", FINGERPRINT_WINDOWS)
+    latent = np.asarray(encoder_from(result.trainer.model)(features, training=False))
+    names = {i: s for s, i in result.source.metadata["instruments"].items()}
+    return [
+        {
+            "symbol": names[int(i)],
+            "end": pd.Timestamp(int(t), tz="UTC").isoformat(),
+            "latent": [float(x) for x in row],
+        }
+        for i, t, row in zip(features["instrument_input"], targets["end_time"], latent, strict=True)
+    ]
+
+
 def write_final_bundle(
     result: TrainResult,
     cfg: MonolithConfig,
@@ -232,7 +252,11 @@ def write_final_bundle(
         output,
         extra_json={
             "best_config.json": best,
-            FINGERPRINT_FILE: {"test_windows": FINGERPRINT_WINDOWS, **fingerprint},
+            FINGERPRINT_FILE: {
+                "test_windows": FINGERPRINT_WINDOWS,
+                **fingerprint,
+                "windows": fingerprint_windows(result),
+            },
         },
         settings=settings,
     )

@@ -49,7 +49,6 @@ from monolith.uri import is_s3_uri, join, normalise  # noqa: E402
 log = logging.getLogger("ray_jobs.train_final")
 
 
-
 @dataclass
 class FinalSettings:
     """The config's ``final:`` section."""
@@ -322,9 +321,7 @@ def run(args: argparse.Namespace) -> int:
     from ray_jobs.train_adapter import RunPlace
 
     need = {k: v * p.settings.num_workers for k, v in p.settings.resources_per_worker().items()}
-    connect(
-        local_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])), log_to_driver=args.verbose
-    )
+    connect(local_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])), log_to_driver=args.verbose)
     check_capacity(need, f"the final job ({p.settings.num_workers} workers)")
     say(
         f"final run {p.run_id}: {p.cfg.train.epochs} epochs on train+val over "
@@ -346,7 +343,11 @@ def run(args: argparse.Namespace) -> int:
             create_bucket=args.create_bucket,
         )
         test_metrics = json.loads((bundle / "test_metrics.json").read_text())
-        fingerprint = json.loads((bundle / FINGERPRINT_FILE).read_text())
+        fingerprint = {
+            k: v
+            for k, v in json.loads((bundle / FINGERPRINT_FILE).read_text()).items()
+            if k.startswith("embedding_")
+        }
     print("FINAL_RESULT " + json.dumps({"uri": uri, "run_id": p.run_id, **fingerprint}))
     say(f"published {uri} (latest: {join(p.output, p.experiment, 'latest.json')})")
     for key in sorted(test_metrics):

@@ -69,7 +69,9 @@ def _copy(bundle: Path, dest: Path) -> Path:
 def test_bundle_holds_the_original_files_and_a_complete_manifest(run):
     cfg, _, result, bundle = run
     names = {p.name for p in bundle.iterdir()}
-    assert set(REQUIRED_FILES) | {MANIFEST_FILE, "test_metrics.json"} == names
+    assert (
+        set(REQUIRED_FILES) | {MANIFEST_FILE, "test_metrics.json", "drift_reference.npz"} == names
+    )
     manifest = verify_bundle(bundle)
     assert set(manifest["files"]) == names - {MANIFEST_FILE}
     assert manifest["versions"]["tensorflow"] and manifest["versions"]["keras"]

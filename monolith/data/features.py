@@ -454,6 +454,23 @@ class RegimeModel:
     log_likelihood: float
     converged: bool
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RegimeModel:
+        """The model a dataset's (or a bundle's) metadata recorded with ``to_dict``."""
+        return cls(
+            n_states=int(raw["n_states"]),
+            seed=int(raw["seed"]),
+            startprob=np.asarray(raw["startprob"], dtype=np.float64),
+            transmat=np.asarray(raw["transmat"], dtype=np.float64),
+            means=np.asarray(raw["means"], dtype=np.float64),
+            covars=np.asarray(raw["covars"], dtype=np.float64),
+            obs_mean=np.asarray(raw["obs_mean"], dtype=np.float64),
+            obs_scale=np.asarray(raw["obs_scale"], dtype=np.float64),
+            train_rows=int(raw["train_rows"]),
+            log_likelihood=float(raw["log_likelihood"]),
+            converged=bool(raw["converged"]),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable parameters (for the dataset metadata)."""
         return {

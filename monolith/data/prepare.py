@@ -54,6 +54,7 @@ from monolith.data.features import (
     regime_fit_sequences,
 )
 from monolith.data.prepared import (
+    DRIFT_REFERENCE,
     METADATA_FILE,
     SCALERS_JSON,
     SCALERS_PKL,
@@ -153,7 +154,7 @@ class SymbolGroup:
         del raw
         t = self._stage("technical indicators", t)
         self.blocks = symbol_blocks(frame)
-        frame["segment"] = _segments(frame, cfg.gap_tolerance_bars, self.blocks)
+        frame["segment"] = gap_segments(frame, cfg.gap_tolerance_bars, self.blocks)
         self.codes, boundaries = split_codes(
             frame,
             val_fraction=cfg.val_fraction,
@@ -192,9 +193,10 @@ class SymbolGroup:
         """This group's share of the regime-HMM fit sample, per symbol (train rows only)."""
         return regime_fit_sequences(self._loaded(), self.codes == TRAIN, quotas)
 
-    def derive(self, instruments: dict[str, int]) -> None:
-        """What needs no regimes: SL/TP levels, the direction target, instrument ids, scalers
-        and window counts (kept here until ``finish``)."""
+    def derive(self, instruments: dict[str, int], reference_rows: dict[str, int]) -> None:
+        """What needs no regimes: SL/TP levels, the direction target, instrument ids, scalers,
+        window counts and the symbols' share of the drift reference (``reference_rows``
+        scaled train rows each, evenly spaced); kept here until ``finish``."""
         t = time.perf_counter()
         cfg = self.cfg
         frame = add_levels(self._loaded(), cfg.atr_sl_multiple, cfg.atr_tp_multiple)
@@ -216,8 +218,25 @@ class SymbolGroup:
         per_code = np.bincount(self.codes[ends], minlength=len(SPLIT_NAMES))
         rows = np.bincount(self.codes, minlength=len(SPLIT_NAMES))
         segment = frame["segment"].to_numpy()
+        train = self.codes == TRAIN
+        technical = [frame[c].to_numpy(dtype=np.float64) for c in TECHNICAL_COLUMNS]
+        reference = {}
+        for symbol, start, stop in self.blocks:
+            rows = start + np.flatnonzero(train[start:stop])
+            pick = (
+                rows[
+                    np.unique(
+                        np.linspace(0, len(rows) - 1, reference_rows[symbol]).round().astype(int)
+                    )
+                ]
+                if reference_rows[symbol]
+                else rows[:0]
+            )
+            values = np.column_stack([column[pick] for column in technical])
+            reference[symbol] = scalers[symbol].transform(values).astype(np.float32)
         self.frame = frame
         self.derived = {
+            "drift_reference": reference,
             "scalers": scalers,
             "windows": {name: int(per_code[SPLIT_CODES[name]]) for name in SPLITS},
             "rows": {"prepared": int(len(frame))}
@@ -273,7 +292,7 @@ def _synthetic(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
     return frame, report
 
 
-def _segments(
+def gap_segments(
     frame: pd.DataFrame, gap_tolerance_bars: int, blocks: list[tuple[str, int, int]]
 ) -> np.ndarray:
     """Per symbol, a new segment starts after a gap of more than the tolerated missing bars."""
@@ -615,7 +634,7 @@ def prepare_dataset(
         t = time.perf_counter()
         samples = runner.call("regime_sample", quotas)
         # The groups derive targets and scalers while the HMM is fitted here.
-        runner.submit("derive", instruments)
+        runner.submit("derive", instruments, drift_reference_quotas(train_rows))
         pooled = {s: seqs for sample in samples for s, seqs in sample.items()}
         model = fit_regime_hmm_sequences(
             [seq for s in sorted(pooled) for seq in pooled[s]], cfg.hmm_states, cfg.hmm_seed
@@ -633,6 +652,8 @@ def prepare_dataset(
         timings["driver_peak_rss_mb"] = rss | {"finished": _peak_rss_mb()}
         metadata["timings"] = timings
         out.write(SCALERS_PKL, pickle.dumps(sklearn_scalers(scalers)))
+        reference = {s: ref for f in finished for s, ref in f["drift_reference"].items()}
+        out.write(DRIFT_REFERENCE, drift_reference_bytes(reference, metadata["scaler"]["features"]))
         columns = metadata["scaler"]["features"]
         out.write(
             SCALERS_JSON,
@@ -655,6 +676,29 @@ def prepare_dataset(
         metadata["windows"],
     )
     return metadata
+
+
+DRIFT_REFERENCE_ROWS = 20_000
+
+
+def drift_reference_quotas(train_rows: dict[str, int]) -> dict[str, int]:
+    """Train rows per symbol in the drift reference: ``DRIFT_REFERENCE_ROWS`` shared in
+    proportion to the symbols' train rows (all of them below it)."""
+    return regime_fit_quotas(train_rows, DRIFT_REFERENCE_ROWS)
+
+
+def drift_reference_bytes(reference: dict[str, np.ndarray], features: list[str]) -> bytes:
+    """The drift reference file: scaled train rows (symbols in order) and their columns."""
+    import io
+
+    values = (
+        np.concatenate([reference[s] for s in sorted(reference)])
+        if reference
+        else np.empty((0, len(features)), dtype=np.float32)
+    )
+    buffer = io.BytesIO()
+    np.savez(buffer, values=values, features=np.asarray(features, dtype=str))
+    return buffer.getvalue()
 
 
 def _import_central_libraries() -> None:

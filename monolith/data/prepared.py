@@ -5,6 +5,7 @@ files from wherever it lives (a local folder or an ``s3://`` prefix)::
         dataset/instrument=<SYMBOL>/part-0.parquet   one file per symbol, unscaled rows
         scalers.pkl                                  scikit-learn scalers (fitted on train rows)
         scalers.json                                 the same scalers as plain parameters
+        drift_reference.npz                          scaled train rows to compare new data with
         data_processing_metadata.json                written last: what was read, cleaned,
                                                      built and split
 
@@ -27,10 +28,13 @@ if TYPE_CHECKING:  # storage imports artifacts, which names this module's files
 METADATA_FILE = "data_processing_metadata.json"
 SCALERS_JSON = "scalers.json"
 SCALERS_PKL = "scalers.pkl"
+# Scaled train rows (a fixed, evenly spaced sample) that new data is compared with (drift).
+DRIFT_REFERENCE = "drift_reference.npz"
 DATASET_DIR = "dataset"
 PARTITION_KEY = "instrument"
 PART_FILE = "part-0.parquet"
 # Row-level columns every prepared partition holds besides the features.
+TIMESTAMP_COLUMN = "timestamp"
 SPLIT_COLUMN = "split"
 SEGMENT_COLUMN = "segment"
 INSTRUMENT_COLUMN = "instrument_id"

@@ -50,6 +50,7 @@ from monolith.data.prepared import (
     SEGMENT_COLUMN,
     SPLIT_CODES,
     SPLIT_COLUMN,
+    TIMESTAMP_COLUMN,
     is_prepared_dataset,
     partition_path,
     read_json_file,
@@ -333,7 +334,7 @@ class WindowSource:
     ) -> None:
         """Read each symbol's feature rows once; keep this shard's fit rows and the samples."""
         L = self.sequence_length
-        columns = [*self.technical_columns, REGIME_COLUMN, DIRECTION_COLUMN]
+        columns = [*self.technical_columns, REGIME_COLUMN, DIRECTION_COLUMN, TIMESTAMP_COLUMN]
         columns += [c for names in self.extra_inputs.values() for c in names]
 
         def one(ix: _SymbolIndex) -> tuple[dict, dict[str, dict]]:
@@ -354,10 +355,14 @@ class WindowSource:
                     offset += b - a
                 fit = {
                     "technical": scaled[take],
-                    "rows": {k: v[take] for k, v in rows.items()},
+                    "rows": {k: v[take] for k, v in rows.items() if k != "end_time"},
                     "ends": np.concatenate(ends) if ends else np.empty(0, dtype=np.int64),
                 }
             picked: dict[str, dict] = {}
+            if wanted:
+                # Samples carry their windows' last bar (what a consumer finds them by).
+                times = table.column(TIMESTAMP_COLUMN).cast(pa.timestamp("ns", tz="UTC"))
+                rows["end_time"] = times.to_numpy().astype("datetime64[ns]").view(np.int64)
             for split, ends in wanted.items():
                 window = ends[:, None] + np.arange(-L + 1, 1)[None, :]
                 picked[split] = {
@@ -440,6 +445,8 @@ class WindowSource:
         targets = {
             "regime": rows.get("regime", np.empty(n, dtype=np.int32)),
             "direction": rows.get("direction", np.empty(n, dtype=np.int32)),
+            # ns since the epoch, UTC: the window's last bar
+            "end_time": rows.get("end_time", np.empty(n, dtype=np.int64)),
         }
         return features, targets
 
