@@ -99,3 +99,36 @@ def test_cluster_preparation_equals_single_process(cluster, tmp_path: Path) -> N
     assert cleaning["symbols"]["AAA"]["impossible_bars"] == 1
     assert [f["name"] for f in cleaning["files"]] == sorted(p.name for p in source.iterdir())
     assert any(a.startswith("AAA: dropped 1 bar(s) impossible") for a in cleaning["actions"])
+
+
+def test_embedding_with_ray_data_equals_a_local_embed(cluster, tmp_path: Path) -> None:
+    """``monolith embed --ray-address``: Ray Data blocks of one symbol, an actor pool that
+    loads the encoder once per actor; row for row what a local embed writes."""
+    from monolith.config import config_from_dict
+    from monolith.training import train_on_prepared, write_final_bundle
+    from tests.test_encoder import TINY
+
+    source = _market(tmp_path / "bars")
+    cfg = config_from_dict({**TINY, "data": {**TINY["data"], "source": str(source)}})
+    prepare_dataset(cfg.data, tmp_path / "prepared")
+    result = train_on_prepared(cfg, tmp_path / "prepared", train_split="train+val")
+    bundle = tmp_path / "bundle"
+    write_final_bundle(result, cfg, tmp_path / "prepared", bundle, cfg.hyperparameters())
+
+    def embed(output: Path, *extra: str) -> pd.DataFrame:
+        done = subprocess.run(
+            [MONOLITH, "embed", str(bundle), "--input", str(source), "--output", str(output),
+             *extra],
+            capture_output=True, text=True, env=cluster.env(), timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-5000:]
+        return pd.read_parquet(output)
+
+    local = embed(tmp_path / "local.parquet")
+    remote = embed(tmp_path / "ray.parquet", "--ray-address", f"127.0.0.1:{cluster.port}")
+    pd.testing.assert_frame_equal(remote, local)
+    assert set(local["symbol"]) == {"AAA", "BBB", "CCC", "DDD", "EEE"}
+    reports = [json.loads(Path(f"{p}.drift.json").read_text()) for p in (
+        tmp_path / "local.parquet", tmp_path / "ray.parquet")]  # fmt: skip
+    assert reports[0]["embed"]["symbols"] == reports[1]["embed"]["symbols"]
+    assert reports[0]["drift"] == reports[1]["drift"]

@@ -63,6 +63,11 @@ def test_metadata_describes_the_dataset(prepared):
         assert bounds["val"]["end"] < bounds["test"]["start"]
         assert sym in meta["cleaning"]["symbols"]
     assert all(meta["windows"][s] > 0 for s in ("train", "val", "test"))
+    for split in ("train", "val", "test"):
+        assert meta["rows"][split] == sum(b[split]["rows"] for b in meta["splits"].values())
+    assert meta["rows"]["prepared"] == sum(
+        meta["rows"][k] for k in ("train", "val", "test", "purge")
+    )
     assert meta["scaler"]["kind"] == "standard"
     for name in ("scalers.pkl", "scalers.json"):
         assert (prepared / name).is_file()

@@ -216,22 +216,16 @@ class SymbolGroup:
             cfg.sequence_length,
         )
         per_code = np.bincount(self.codes[ends], minlength=len(SPLIT_NAMES))
-        rows = np.bincount(self.codes, minlength=len(SPLIT_NAMES))
+        split_rows = np.bincount(self.codes, minlength=len(SPLIT_NAMES))
         segment = frame["segment"].to_numpy()
         train = self.codes == TRAIN
         technical = [frame[c].to_numpy(dtype=np.float64) for c in TECHNICAL_COLUMNS]
         reference = {}
         for symbol, start, stop in self.blocks:
-            rows = start + np.flatnonzero(train[start:stop])
-            pick = (
-                rows[
-                    np.unique(
-                        np.linspace(0, len(rows) - 1, reference_rows[symbol]).round().astype(int)
-                    )
-                ]
-                if reference_rows[symbol]
-                else rows[:0]
-            )
+            train_rows = start + np.flatnonzero(train[start:stop])
+            count = reference_rows[symbol]
+            spaced = np.linspace(0, len(train_rows) - 1, count).round().astype(int)
+            pick = train_rows[np.unique(spaced)] if count else train_rows[:0]
             values = np.column_stack([column[pick] for column in technical])
             reference[symbol] = scalers[symbol].transform(values).astype(np.float32)
         self.frame = frame
@@ -240,7 +234,7 @@ class SymbolGroup:
             "scalers": scalers,
             "windows": {name: int(per_code[SPLIT_CODES[name]]) for name in SPLITS},
             "rows": {"prepared": int(len(frame))}
-            | {name: int(rows[code]) for name, code in SPLIT_CODES.items()},
+            | {name: int(split_rows[code]) for name, code in SPLIT_CODES.items()},
             "segments": {s: int(segment[stop - 1]) + 1 for s, _, stop in self.blocks},
         }
         self._stage("levels, targets, scalers", t)
