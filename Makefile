@@ -110,6 +110,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/data_scale.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/publish.py
+	$(BIN)/python bench/embed.py
 	$(BIN)/python bench/tune_efficiency.py
 
 clean:

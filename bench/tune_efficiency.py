@@ -335,7 +335,9 @@ def tune_trials(tune_dir: Path, launched: float, metric: str | None) -> list[dic
         if not rows:
             continue
         # Trial folders: <trainable>_<trial id>_<creation counter>_<params>_<date>.
-        match = re.search(rf"_{re.escape(str(rows[0]['trial_id']))}_(\d+)_", result_file.parent.name)
+        match = re.search(
+            rf"_{re.escape(str(rows[0]['trial_id']))}_(\d+)_", result_file.parent.name
+        )
         if not match:
             continue
         reports = [

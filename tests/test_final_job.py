@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -150,6 +151,23 @@ def test_tune_then_final_job_then_pull_gives_the_trained_embeddings(
     assert np.abs(latent.astype(np.float64)).sum() == pytest.approx(
         result["embedding_abs_sum"], rel=1e-5
     )
+
+    # Using it: the published encoder, pulled from S3 through latest, embeds the raw bars on
+    # S3 with the bundle's own pipeline exactly as the final run embedded its test windows.
+    from monolith import Encoder
+    from monolith.training import FINGERPRINT_FILE
+
+    path_style = StorageSettings(addressing_style="path")
+    encoder = Encoder.load(f"s3://{BUCKET}/bundles/e2e/latest", path_style)
+    embedded = encoder.embed(f"s3://{BUCKET}/bars/", settings=path_style).set_index(
+        ["symbol", "timestamp"]
+    )
+    columns = [c for c in embedded.columns if c.startswith("latent_")]
+    windows = json.loads((dest / FINGERPRINT_FILE).read_text())["windows"]
+    assert len(windows) == FINGERPRINT_WINDOWS
+    for w in windows:
+        row = embedded.loc[(w["symbol"], pd.Timestamp(w["end"]))]
+        np.testing.assert_allclose(row[columns].to_numpy(np.float64), w["latent"], atol=2e-5)
 
     # Re-running the same final job is idempotent: nothing retrained, latest unchanged.
     again = cluster.submit(final_cmd, timeout=600)
