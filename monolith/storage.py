@@ -1036,8 +1036,12 @@ def publish_bundle(
     *,
     create_bucket: bool = False,
     overwrite: bool = False,
+    set_latest: bool = True,
 ) -> str:
     """Publish a verified bundle to ``<dest_uri>/<experiment>/<run_id>/``; returns its URI.
+
+    ``set_latest=False`` leaves ``latest.json`` alone (a pipeline's gate promotes the run
+    later with ``promote_bundle``).
 
     Every file is uploaded (multipart when large) and checked against the manifest; then
     ``manifest.json``; then, the whole bundle verified, ``<experiment>/latest.json`` is
@@ -1053,7 +1057,7 @@ def publish_bundle(
     manifest_sha = sha256_file(bundle_dir / MANIFEST_FILE)
     if not is_s3_uri(dest_uri):
         return _publish_local(
-            bundle_dir, Path(dest_uri), experiment, run_id, manifest_sha, overwrite
+            bundle_dir, Path(dest_uri), experiment, run_id, manifest_sha, overwrite, set_latest
         )
 
     settings = settings or StorageSettings()
@@ -1108,12 +1112,12 @@ def publish_bundle(
             "upload (a concurrent writer?); latest.json not updated"
         )
     record = _latest_record(run_id, bundle_uri, manifest_sha)
-    latest_raw = bucket.get_bytes(latest_key)
+    latest_raw = bucket.get_bytes(latest_key) if set_latest else None
     try:
         latest = json.loads(latest_raw) if latest_raw else None
     except json.JSONDecodeError:
         latest = None
-    if not _is_current(latest, record):
+    if set_latest and not _is_current(latest, record):
         body = {**record, "experiment": experiment, "published_at": _now()}
         data = (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
         bucket.put_bytes(latest_key, data, absent=latest_raw is None)
@@ -1139,7 +1143,13 @@ def _now() -> str:
 
 
 def _publish_local(
-    bundle_dir: Path, root: Path, experiment: str, run_id: str, manifest_sha: str, overwrite: bool
+    bundle_dir: Path,
+    root: Path,
+    experiment: str,
+    run_id: str,
+    manifest_sha: str,
+    overwrite: bool,
+    set_latest: bool = True,
 ) -> str:
     target = root / experiment / run_id
     manifest = target / MANIFEST_FILE
@@ -1165,6 +1175,9 @@ def _publish_local(
             except BundleError as exc:
                 raise BundleError(str(exc).replace(str(tmp), str(bundle_dir))) from None
     uri = str(target.resolve())
+    if not set_latest:
+        log.info("published %s (local); latest.json left as it was", uri)
+        return uri
     record = _latest_record(run_id, uri, manifest_sha)
     latest_path = root / experiment / LATEST_FILE
     try:
@@ -1174,6 +1187,31 @@ def _publish_local(
     if not _is_current(latest, record):
         write_json(latest_path, {**record, "experiment": experiment, "published_at": _now()})
     log.info("published %s (local); %s -> %s", uri, latest_path, run_id)
+    return uri
+
+
+def promote_bundle(
+    dest_uri: str, experiment: str, run_id: str, settings: StorageSettings | None = None
+) -> str:
+    """Point ``<dest_uri>/<experiment>/latest.json`` at an already published run, after
+    pulling it and verifying every file; returns the bundle's URI."""
+    from monolith.uri import join as join_uri
+
+    _check_segment("experiment", experiment)
+    _check_segment("run_id", run_id)
+    uri = join_uri(dest_uri, experiment, run_id)
+    with tempfile.TemporaryDirectory(prefix="monolith-promote-") as tmp:
+        pulled = pull_bundle(uri, Path(tmp) / "bundle", settings)
+        manifest_sha = sha256_file(pulled / MANIFEST_FILE)
+    if not is_s3_uri(uri):
+        uri = str(Path(uri).resolve())
+    record = _latest_record(run_id, uri, manifest_sha)
+    write_json(
+        join_uri(dest_uri, experiment, LATEST_FILE),
+        {**record, "experiment": experiment, "published_at": _now()},
+        settings,
+    )
+    log.info("promoted %s: %s/%s/latest.json -> %s", uri, dest_uri, experiment, run_id)
     return uri
 
 

@@ -36,6 +36,7 @@ from monolith.storage import (
     check_access,
     download_directory,
     parse_s3_uri,
+    promote_bundle,
     publish_bundle,
     pull_bundle,
     read_json,
@@ -231,6 +232,33 @@ def test_republish_is_idempotent_and_latest_follows_the_newest_verified_run(
     assert _latest(s3_env, bucket, "root/exp")["run_id"] == "run-1"
     pulled = pull_bundle(f"{dest}/exp/run-1", tmp_path / "pulled", fast)
     assert sha256_file(pulled / MANIFEST_FILE) == sha256_file(two / MANIFEST_FILE)
+
+
+@pytest.mark.integration
+def test_publish_without_latest_then_promote(s3_env, bucket, fast, tmp_path):
+    one = synthetic_bundle(tmp_path / "one", big_mb=1, seed=1)
+    two = synthetic_bundle(tmp_path / "two", big_mb=1, seed=2)
+    dest = f"s3://{bucket}/gated"
+    publish_bundle(one, dest, "exp", "run-1", fast)
+    uri = publish_bundle(two, dest, "exp", "run-2", fast, set_latest=False)
+    assert uri == f"{dest}/exp/run-2"
+    assert _latest(s3_env, bucket, "gated/exp")["run_id"] == "run-1"  # the gate has not passed
+    assert promote_bundle(dest, "exp", "run-2", fast) == uri
+    latest = _latest(s3_env, bucket, "gated/exp")
+    assert latest["run_id"] == "run-2"
+    assert latest["manifest_sha256"] == sha256_file(two / MANIFEST_FILE)
+    with pytest.raises(BundleError, match="run-3: no such bundle"):
+        promote_bundle(dest, "exp", "run-3", fast)  # never published: latest stays
+    assert _latest(s3_env, bucket, "gated/exp")["run_id"] == "run-2"
+
+
+def test_local_publish_without_latest_then_promote(tmp_path):
+    bundle = synthetic_bundle(tmp_path / "b", big_mb=1)
+    root = tmp_path / "published"
+    uri = publish_bundle(bundle, str(root), "exp", "run-1", set_latest=False)
+    assert not (root / "exp" / LATEST_FILE).exists()
+    assert promote_bundle(str(root), "exp", "run-1") == uri
+    assert json.loads((root / "exp" / LATEST_FILE).read_text())["run_id"] == "run-1"
 
 
 def test_local_fallback_publishes_and_pulls_the_same_way(tmp_path):
