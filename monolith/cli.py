@@ -317,6 +317,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from monolith.storage import promote_bundle
+
+    uri = promote_bundle(args.dest, args.experiment, args.run_id, _storage_settings(args))
+    print(f"promoted {uri}: {args.dest}/{args.experiment}/latest.json now points at it (verified)")
+    return 0
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     from monolith.artifacts import read_manifest
     from monolith.storage import pull_bundle
@@ -464,6 +472,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace a different bundle already published under this run id",
     )
     publish.set_defaults(func=cmd_publish)
+
+    promote = sub.add_parser(
+        "promote",
+        help="mark an already published run as latest (after verifying it)",
+        description="Pull DEST/<experiment>/<run-id>/, verify every file against its manifest, "
+        "then point DEST/<experiment>/latest.json at it (a gate after `train_final --no-latest`).",
+    )
+    promote.add_argument("dest", help="s3://bucket/prefix, or a local folder")
+    promote.add_argument("--experiment", required=True, help="experiment name (a path segment)")
+    promote.add_argument("--run-id", required=True, help="run id (a path segment)")
+    promote.add_argument("--config", help="YAML config whose storage section to use")
+    promote.set_defaults(func=cmd_promote)
 
     pull = sub.add_parser(
         "pull",

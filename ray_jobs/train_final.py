@@ -108,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--create-bucket", action="store_true", help="create the output bucket if it is missing"
     )
     parser.add_argument(
+        "--data-source",
+        help="market data when there is no experiment's prepared dataset (default: data.source)",
+    )
+    parser.add_argument(
+        "--no-latest",
+        action="store_true",
+        help="publish the verified bundle but leave <experiment>/latest.json as it is (a "
+        "pipeline's gate promotes it: monolith promote)",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -149,6 +159,8 @@ def plan(args: argparse.Namespace) -> Plan:
     from monolith.storage import check_access
 
     cfg = load_config(args.config)
+    if args.data_source:
+        cfg.data.source = args.data_source
     storage = dict(cfg.extra.get("storage") or {})
     settings = _build(FinalSettings, cfg.extra.get("final"), "final").validate()
     prepared = None
@@ -341,6 +353,7 @@ def run(args: argparse.Namespace) -> int:
             p.run_id,
             _storage_settings(p.storage),
             create_bucket=args.create_bucket,
+            set_latest=not args.no_latest,
         )
         test_metrics = json.loads((bundle / "test_metrics.json").read_text())
         fingerprint = {
@@ -349,7 +362,10 @@ def run(args: argparse.Namespace) -> int:
             if k.startswith("embedding_")
         }
     print("FINAL_RESULT " + json.dumps({"uri": uri, "run_id": p.run_id, **fingerprint}))
-    say(f"published {uri} (latest: {join(p.output, p.experiment, 'latest.json')})")
+    if args.no_latest:
+        say(f"published {uri} (latest.json left as it was: --no-latest)")
+    else:
+        say(f"published {uri} (latest: {join(p.output, p.experiment, 'latest.json')})")
     for key in sorted(test_metrics):
         say(f"  {key:<36} {test_metrics[key]:+.4f}")
     say(f"wall time {time.perf_counter() - started:.1f} s")

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="experiment storage: a folder or s3://bucket/prefix (default: tune.storage)",
     )
     parser.add_argument("--search-space", help="search space YAML (default: tune.search_space)")
+    parser.add_argument(
+        "--data-source",
+        help="market data: files, a folder, a glob or s3://bucket/prefix/ (default: data.source)",
+    )
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument(
         "--resume",
@@ -127,6 +131,8 @@ def _warm_start(settings: TuneSettings, cfg: MonolithConfig, space: SearchSpace)
 
 def plan(args: argparse.Namespace) -> Plan:
     cfg = load_config(args.config)
+    if getattr(args, "data_source", None):
+        cfg.data.source = args.data_source
     settings = tune_settings(
         cfg,
         name=args.name,
