@@ -32,10 +32,12 @@ RAY_ENV := RAY_AUTH_MODE=token PATH=$(abspath $(BIN)):$$PATH
 # Cluster processes that query the State API (Ray Train's placement-group cleaner) must ask
 # this cluster's dashboard, not scan the machine for "the" cluster.
 RAY_NODE_ENV := $(RAY_ENV) RAY_API_SERVER_ADDRESS=$(RAY_ADDRESS)
-JOB_RUNTIME_ENV := {"working_dir": ".", "excludes": [".venv", ".venv-k8s", ".git", "runs", "*.egg-info", "__pycache__"]}
+# .git stays behind: the commit travels as MONOLITH_GIT_COMMIT (the lineage of results).
+GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null)$(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo -dirty)
+JOB_RUNTIME_ENV := {"working_dir": ".", "excludes": [".venv", ".venv-k8s", ".git", "runs", "*.egg-info", "__pycache__"], "env_vars": {"MONOLITH_GIT_COMMIT": "$(GIT_COMMIT)"}}
 
 .PHONY: install test lint format bench train data clean tune tune-cluster ray-up ray-down \
-	train-final train-final-cluster
+	train-final train-final-cluster kfp-compile
 
 include k8s/k8s.mk
 
@@ -49,16 +51,16 @@ install: $(STAMP)
 
 ## test: the whole suite (what CI runs)
 test: $(STAMP) k8s-validate
-	$(BIN)/ruff check monolith ray_jobs tests bench k8s
+	$(BIN)/ruff check monolith ray_jobs pipelines tests bench k8s
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check monolith ray_jobs tests bench k8s
-	$(BIN)/ruff format --check monolith ray_jobs tests bench k8s
+	$(BIN)/ruff check monolith ray_jobs pipelines tests bench k8s
+	$(BIN)/ruff format --check monolith ray_jobs pipelines tests bench k8s
 
 format: $(STAMP)
-	$(BIN)/ruff format monolith ray_jobs tests bench k8s
-	$(BIN)/ruff check --fix monolith ray_jobs tests bench k8s
+	$(BIN)/ruff format monolith ray_jobs pipelines tests bench k8s
+	$(BIN)/ruff check --fix monolith ray_jobs pipelines tests bench k8s
 
 ## data: prepare the default (synthetic) dataset under $(RUNS)/prepared
 data: $(STAMP)
@@ -112,6 +114,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/publish.py
 	$(BIN)/python bench/embed.py
 	$(BIN)/python bench/tune_efficiency.py
+
+## kfp-compile: the Kubeflow pipeline as KFP v2 YAML (MONOLITH_IMAGE=registry/...:tag to pin yours)
+KFP_PIPELINE ?= pipelines/monolith-tune-and-publish.yaml
+kfp-compile: $(STAMP)
+	$(BIN)/python pipelines/monolith_pipeline.py $(KFP_PIPELINE)
 
 clean:
 	rm -rf $(RUNS) .pytest_cache .ruff_cache

@@ -39,7 +39,7 @@ $(K8S_STAMP): k8s/requirements-validate.txt
 	touch $@
 
 image:
-	$(DOCKER) build -t $(IMAGE) -f k8s/Dockerfile .
+	$(DOCKER) build -t $(IMAGE) --build-arg GIT_COMMIT=$(GIT_COMMIT) -f k8s/Dockerfile .
 
 image-push: image
 	$(DOCKER) push $(IMAGE)

@@ -100,6 +100,7 @@ def write_bundle(
     extra_json: dict[str, Any] | None = None,
     overwrite: bool = False,
     settings: Any = None,
+    lineage: dict[str, Any] | None = None,
 ) -> Path:
     """Assemble a bundle in a temporary sibling and rename it to ``output``.
 
@@ -144,6 +145,8 @@ def write_bundle(
             "config": model_config,
             "metrics": metrics,
         }
+        if lineage:  # where it came from: experiment, data fingerprint, code commit
+            manifest["lineage"] = lineage
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str))
     log.info("bundle written to %s (%d files)", output, len(files) + 1)
     return output

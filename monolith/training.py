@@ -170,6 +170,7 @@ def bundle_result(
     extra_json: dict[str, Any] | None = None,
     overwrite: bool = False,
     settings: StorageSettings | None = None,
+    lineage: dict[str, Any] | None = None,
 ) -> Path:
     """Write the artifact bundle of a finished run."""
     model_config = {
@@ -191,6 +192,7 @@ def bundle_result(
         extra_json=extra,
         overwrite=overwrite,
         settings=settings,
+        lineage=lineage,
     )
 
 
@@ -240,10 +242,11 @@ def write_final_bundle(
     output: str | Path,
     best: dict[str, Any],
     settings: StorageSettings | None = None,
+    lineage: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """The final run's bundle (with the best config it trained, and the fingerprint of its
-    first test windows' embeddings) at ``output``; returns the run's last figures: test
-    metrics, epochs, the fingerprint."""
+    first test windows' embeddings; ``lineage`` goes into the manifest) at ``output``;
+    returns the run's last figures: test metrics, epochs, the fingerprint."""
     fingerprint = embedding_fingerprint(result)
     bundle_result(
         result,
@@ -259,6 +262,7 @@ def write_final_bundle(
             },
         },
         settings=settings,
+        lineage=lineage,
     )
     metrics = {k: float(v) for k, v in result.test_metrics.items()}
     return {**metrics, "epoch": len(result.rows), "final": 1, **fingerprint}

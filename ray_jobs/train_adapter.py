@@ -60,6 +60,7 @@ class FinalSpec:
 
     best: Mapping[str, Any]  # the flat hyperparameters, published as best_config.json
     run_id: str
+    lineage: Mapping[str, Any] = field(default_factory=dict)  # recorded in the manifest
 
 
 @dataclass(frozen=True)
@@ -406,7 +407,13 @@ def _train(
     if ray.train.get_context().get_world_rank() == 0:
         with tempfile.TemporaryDirectory(prefix="monolith-final-") as tmp:
             figures = write_final_bundle(
-                result, cfg, spec.prepared, Path(tmp, BUNDLE_DIR), dict(final.best), settings
+                result,
+                cfg,
+                spec.prepared,
+                Path(tmp, BUNDLE_DIR),
+                dict(final.best),
+                settings,
+                lineage=dict(final.lineage),
             )
             ray.train.report(figures, checkpoint=ray.train.Checkpoint.from_directory(tmp))
     else:

@@ -47,6 +47,8 @@ from monolith.training import FINGERPRINT_FILE  # noqa: E402
 from monolith.uri import is_s3_uri, join, normalise  # noqa: E402
 
 log = logging.getLogger("ray_jobs.train_final")
+# The one line a caller (a pipeline step, a test) reads the published bundle from.
+FINAL_PREFIX = "FINAL_RESULT "
 
 
 @dataclass
@@ -138,6 +140,8 @@ class Plan:
     run_id: str
     train_root: str  # where the Train run checkpoints (and the prepared data, when new)
     prepared: str | None  # the experiment's prepared dataset, when there is one
+    best_uri: str = ""
+    experiment_uri: str | None = None  # the tune experiment (--experiment)
 
 
 def _storage_settings(storage: dict):
@@ -203,7 +207,19 @@ def plan(args: argparse.Namespace) -> Plan:
         store = _storage_settings(storage)
         if cfg.data.source != "synthetic" and not is_prepared_dataset(cfg.data.source, store):
             resolve_sources(cfg.data.source, store)
-    return Plan(cfg, best, settings, storage, output, experiment, run_id, train_root, prepared)
+    return Plan(
+        cfg,
+        best,
+        settings,
+        storage,
+        output,
+        experiment,
+        run_id,
+        train_root,
+        prepared,
+        best_uri,
+        root if args.experiment else None,
+    )
 
 
 def _read_optional(uri: str, storage: dict) -> dict | None:
@@ -217,8 +233,9 @@ def _read_optional(uri: str, storage: dict) -> dict | None:
         return None
 
 
-def already_published(p: Plan) -> str | None:
-    """The bundle URI when this run id is already published and verifies; else None."""
+def already_published(p: Plan) -> tuple[str, dict[str, Any]] | None:
+    """The bundle URI and its embedding fingerprint when this run id is already published
+    and verifies; else None."""
     from monolith.storage import StorageError as _SE
     from monolith.storage import pull_bundle
 
@@ -227,10 +244,15 @@ def already_published(p: Plan) -> str | None:
         return None
     with tempfile.TemporaryDirectory(prefix="monolith-verify-") as tmp:
         try:
-            pull_bundle(uri, Path(tmp, "b"), _storage_settings(p.storage))
+            pulled = pull_bundle(uri, Path(tmp, "b"), _storage_settings(p.storage))
         except (_SE, MonolithError):
             return None
-    return uri
+        return uri, _fingerprint(pulled)
+
+
+def _fingerprint(bundle: Path) -> dict[str, Any]:
+    record = json.loads((bundle / FINGERPRINT_FILE).read_text())
+    return {k: v for k, v in record.items() if k.startswith("embedding_")}
 
 
 # ---- the job ---------------------------------------------------------------------------
@@ -278,6 +300,23 @@ def _trained_bundle(p: Plan, place: Any, tmp: Path) -> Path | None:
     return local
 
 
+def _lineage(p: Plan, prepared: str) -> dict[str, Any]:
+    """Where the bundle comes from, for its manifest."""
+    from monolith.lineage import git_commit
+
+    key = _read_optional(join(p.experiment_uri or p.train_root, PREPARED_KEY_FILE), p.storage)
+    return {
+        "experiment": p.experiment,
+        "experiment_uri": p.experiment_uri,
+        "best_config": p.best_uri,
+        "run_id": p.run_id,
+        "prepared": prepared,
+        "data_source": p.cfg.data.source,
+        "data_fingerprint": (key or {}).get("key"),
+        "git_commit": git_commit(),
+    }
+
+
 def _train(p: Plan, args: argparse.Namespace, place: Any, tmp: Path) -> Path:
     """Train the run over its workers; its bundle (the run's last checkpoint)."""
     from monolith.experiment import LOGS_DIR, prepare_for_experiment
@@ -294,7 +333,7 @@ def _train(p: Plan, args: argparse.Namespace, place: Any, tmp: Path) -> Path:
         base_config=p.cfg.to_dict(),
         prepared=prepared,
         storage=p.storage,
-        final=FinalSpec(best=dict(p.best), run_id=p.run_id),
+        final=FinalSpec(best=dict(p.best), run_id=p.run_id, lineage=_lineage(p, prepared)),
         logs=None if args.verbose else join(p.train_root, LOGS_DIR),
     )
     resources = Resources(
@@ -325,7 +364,9 @@ def run(args: argparse.Namespace) -> int:
     p = plan(args)
     done = already_published(p)
     if done:
-        say(f"run {p.run_id} is already published and verifies: {done} (nothing to do)")
+        uri, fingerprint = done
+        print(FINAL_PREFIX + json.dumps({"uri": uri, "run_id": p.run_id, **fingerprint}))
+        say(f"run {p.run_id} is already published and verifies: {uri} (nothing to do)")
         return 0
     from monolith.artifacts import verify_bundle
     from monolith.storage import publish_bundle
@@ -356,12 +397,8 @@ def run(args: argparse.Namespace) -> int:
             set_latest=not args.no_latest,
         )
         test_metrics = json.loads((bundle / "test_metrics.json").read_text())
-        fingerprint = {
-            k: v
-            for k, v in json.loads((bundle / FINGERPRINT_FILE).read_text()).items()
-            if k.startswith("embedding_")
-        }
-    print("FINAL_RESULT " + json.dumps({"uri": uri, "run_id": p.run_id, **fingerprint}))
+        fingerprint = _fingerprint(bundle)
+    print(FINAL_PREFIX + json.dumps({"uri": uri, "run_id": p.run_id, **fingerprint}))
     if args.no_latest:
         say(f"published {uri} (latest.json left as it was: --no-latest)")
     else:

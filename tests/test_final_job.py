@@ -126,6 +126,13 @@ def test_tune_then_final_job_then_pull_gives_the_trained_embeddings(
         ].read()
     )
     assert best == published_best
+    # its lineage: the experiment, the data it was prepared from, the code's commit slot
+    lineage = json.loads((dest / "manifest.json").read_text())["lineage"]
+    assert lineage["experiment"] == "e2e"
+    assert lineage["experiment_uri"] == experiment
+    assert lineage["data_fingerprint"] == prepared_key["key"]
+    assert lineage["best_config"] == f"{experiment}/results/best_config.json"
+    assert "git_commit" in lineage
 
     # The pulled model embeds the first test windows exactly as the trained one did.
     import os

@@ -1,0 +1,249 @@
+"""The Kubeflow pipeline: its compiled IR, and a real run with kfp's local runner.
+
+There is no Pipelines backend or Kubernetes API server here, so the compiled YAML is checked
+as data (components, parameters, images, Secrets, no credential values), and the pipeline
+itself runs with ``kfp.local`` (SubprocessRunner): every component executes for real, in
+this venv, against a local two-node Ray cluster with token auth and the moto S3 server:
+validate -> tune (2 trials) -> final -> gate -> a published bundle ``monolith pull`` verifies.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.ray_cluster import LocalRayCluster
+from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY
+from tests.test_tune_cluster import tiny_config
+
+ROOT = Path(__file__).resolve().parent.parent
+BUCKET = "monolith-kfp"
+PARAMETERS = {
+    "threshold",
+    "ray_address",
+    "config",
+    "data_source",
+    "experiment",
+    "storage",
+    "output",
+    "num_samples",
+    "objective",
+    "working_dir",
+}
+
+
+def _compile(tmp_path: Path, env: dict[str, str] | None = None) -> tuple[dict, dict, str]:
+    out = tmp_path / "pipeline.yaml"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "monolith_pipeline.py"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    spec, platform = list(yaml.safe_load_all(text))
+    return spec, platform, text
+
+
+def test_compiled_pipeline_names_its_components_parameters_and_image(tmp_path, monkeypatch):
+    # A credential in the compiling shell must not reach the spec.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+        "RAY_AUTH_TOKEN": "tok-4f1c9a0b7e",
+    }
+    spec, platform, text = _compile(tmp_path, env)
+    assert spec["pipelineInfo"]["name"] == "monolith-tune-and-publish"
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == PARAMETERS
+    assert not params["threshold"].get("isOptional")  # the gate is a decision, not a default
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"validate", "tune", "final", "condition-1"} <= set(tasks)
+    assert tasks["tune"]["dependentTasks"] == ["validate"]
+    assert tasks["final"]["dependentTasks"] == ["tune", "validate"]
+    condition = tasks["condition-1"]["triggerPolicy"]["condition"]
+    assert "final-Output" in condition and "true" in condition
+    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert list(inner) == ["promote"]
+    # outputs: the best config and the bundle as artifacts, metrics from both jobs
+    tune_out = spec["components"]["comp-tune"]["outputDefinitions"]["artifacts"]
+    assert tune_out["best_config"]["artifactType"]["schemaTitle"] == "system.Artifact"
+    assert tune_out["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
+    final_out = spec["components"]["comp-final"]["outputDefinitions"]
+    assert final_out["artifacts"]["model"]["artifactType"]["schemaTitle"] == "system.Model"
+    assert final_out["parameters"]["Output"]["parameterType"] == "BOOLEAN"  # passes the gate
+
+    # every image is the project's image, whose tag carries the pinned Ray
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    ray_pin = next(d for d in project["dependencies"] if d.startswith("ray[")).split("==")[1]
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {f"monolith-tune:{project['version']}-ray{ray_pin}"}
+    overlay = yaml.safe_load((ROOT / "k8s/overlays/kubeflow/kustomization.yaml").read_text())
+    assert overlay["images"][0]["newTag"] == f"{project['version']}-ray{ray_pin}"
+    for executor in spec["deploymentSpec"]["executors"].values():
+        command = " ".join(executor["container"]["command"])
+        assert "pip install" not in command  # the image has everything: nothing at run time
+
+    # credentials only through Secrets, never values
+    for secret in (ACCESS_KEY_ID, SECRET_ACCESS_KEY, "tok-4f1c9a0b7e"):
+        assert secret not in text
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == {"exec-validate", "exec-tune", "exec-final", "exec-promote"}
+    for name, conf in executors.items():
+        secrets = {s["secretName"]: s for s in conf["secretAsEnv"]}
+        assert {k["envVar"] for k in secrets["monolith-s3-pipeline"]["keyToEnv"]} == {
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        }
+        if name in ("exec-tune", "exec-final"):
+            assert secrets["monolith"]["keyToEnv"] == [
+                {"envVar": "RAY_AUTH_TOKEN", "secretKey": "auth_token"}
+            ]
+        assert conf["configMapAsEnv"][0]["configMapName"] == "monolith-storage"
+        assert conf["podMetadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+    for executor in spec["deploymentSpec"]["executors"].values():
+        for var in executor["container"].get("env", []):
+            assert "KEY" not in var["name"] and "TOKEN" not in var["name"], var
+
+
+def test_a_bad_config_fails_validation_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"tune": {"num_samples": 0}}))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from ray_jobs.pipeline_steps import one_line_errors, validate\n"
+            "with one_line_errors():\n"
+            f"    validate({str(bad)!r}, {str(ROOT)!r}, 'x', '', '', {str(tmp_path)!r}, 0)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        line for line in done.stderr.strip().splitlines() if line.startswith("error: ")
+    ]
+    assert "num_samples" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def kfp_cluster(s3_server):
+    s3_server.start()
+    s3_server.make_bucket(BUCKET)
+    cluster = LocalRayCluster(head_cpus=1, worker_cpus=2)
+    try:
+        cluster.start(extra_env=s3_server.env)
+        yield cluster, s3_server
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_local_runner_runs_validate_tune_final_gate_and_publishes(
+    kfp_cluster, tmp_path: Path, monkeypatch
+) -> None:
+    from kfp import local
+
+    from pipelines.monolith_pipeline import monolith_pipeline
+
+    cluster, s3 = kfp_cluster
+    config = tiny_config(tmp_path, samples=2, epochs=1, seed=5)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["storage"] = {"addressing_style": "path", "region": "us-east-1"}
+    cfg["final"] = {"epochs": 1, "num_workers": 2, "output": f"s3://{BUCKET}/bundles"}
+    config.write_text(yaml.safe_dump(cfg))
+    # The components' environment, as the Secrets and the ConfigMap give it on Kubernetes.
+    for key, value in cluster.env().items():
+        if key.startswith("RAY_AUTH"):
+            monkeypatch.setenv(key, value)
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "kfp-root"),
+        raise_on_error=True,
+    )
+    client = s3.client()
+
+    monolith_pipeline(
+        threshold=1e9,  # test_ref_ntxent (min): any trained encoder passes
+        ray_address=cluster.address,
+        config=str(config),
+        experiment="kfp",
+        storage=f"s3://{BUCKET}/experiments",
+        output=f"s3://{BUCKET}/bundles",
+        num_samples=2,
+        working_dir=str(ROOT),
+    )
+    latest = json.loads(
+        client.get_object(Bucket=BUCKET, Key="bundles/kfp/latest.json")["Body"].read()
+    )
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert "experiments/kfp/results/best_config.json" in keys
+    trials = {k.split("/")[3] for k in keys if k.startswith("experiments/kfp/tune/run_trial_")}
+    assert len(trials) == 2
+
+    # the local runner's outputs: the best config, the metrics, the model's URI
+    root = tmp_path / "kfp-root"
+    best = next(root.rglob("best_config"))
+    published_best = client.get_object(
+        Bucket=BUCKET, Key="experiments/kfp/results/best_config.json"
+    )["Body"].read()
+    assert json.loads(best.read_text()) == json.loads(published_best)
+    metric_files = [json.loads(p.read_text()) for p in root.rglob("metrics")]
+    assert any("best_objective" in m for m in metric_files), metric_files
+    assert any("test_ref_ntxent" in m for m in metric_files), metric_files
+
+    env = {**s3.env, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    pulled = subprocess.run(
+        [str(Path(sys.executable).parent / "monolith"), "pull",
+         f"s3://{BUCKET}/bundles/kfp/latest", str(tmp_path / "pulled")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr[-3000:]
+    assert latest["run_id"] in latest["uri"]
+    from monolith.lineage import git_commit
+
+    lineage = json.loads((tmp_path / "pulled" / "manifest.json").read_text())["lineage"]
+    assert lineage["experiment"] == "kfp"
+    assert lineage["git_commit"] == git_commit(ROOT)  # travelled with the Ray job
+    # the Model artifact's URI is the published bundle; the gate promoted that run
+    final_out = json.loads(next(root.rglob("final/executor_output.json")).read_text())
+    model = final_out["artifacts"]["model"]["artifacts"][0]
+    assert model["uri"] == f"s3://{BUCKET}/bundles/kfp/{latest['run_id']}"
+    assert model["metadata"]["run_id"] == latest["run_id"]
+
+    # A threshold no encoder reaches: the same run (already published: nothing retrained)
+    # is not promoted; latest.json stays as it was.
+    client.delete_object(Bucket=BUCKET, Key="bundles/kfp/latest.json")
+    monolith_pipeline(
+        threshold=-1e9,
+        ray_address=cluster.address,
+        config=str(config),
+        experiment="kfp",
+        storage=f"s3://{BUCKET}/experiments",
+        output=f"s3://{BUCKET}/bundles",
+        num_samples=2,
+        working_dir=str(ROOT),
+    )
+    left = {
+        o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="bundles/kfp/")["Contents"]
+    }
+    assert "bundles/kfp/latest.json" not in left
+    assert any(k.endswith(f"{latest['run_id']}/manifest.json") for k in left)
