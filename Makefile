@@ -37,7 +37,7 @@ GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null)$(shell git status --porcel
 JOB_RUNTIME_ENV := {"working_dir": ".", "excludes": [".venv", ".venv-k8s", ".git", "runs", "*.egg-info", "__pycache__"], "env_vars": {"MONOLITH_GIT_COMMIT": "$(GIT_COMMIT)"}}
 
 .PHONY: install test lint format bench train data clean tune tune-cluster ray-up ray-down \
-	train-final train-final-cluster kfp-compile
+	train-final train-final-cluster kfp-compile chromium
 
 include k8s/k8s.mk
 
@@ -49,8 +49,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## chromium: the headless browser tests/test_report.py loads the report in (Debian, as root)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || \
+		echo "warning: chromium not installed: the report's browser test will be skipped" >&2
+
 ## test: the whole suite (what CI runs)
-test: $(STAMP) k8s-validate
+test: $(STAMP) k8s-validate chromium
 	$(BIN)/ruff check monolith ray_jobs pipelines tests bench k8s
 	$(BIN)/python -m pytest -q
 

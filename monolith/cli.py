@@ -335,6 +335,16 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- report ----------------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    from monolith.report import build_report
+
+    settings = _storage_settings(args) if args.config else None
+    out = build_report(args.experiment, args.output, settings)
+    print(f"wrote the report of {args.experiment} -> {out}")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -501,6 +511,22 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--config", help="YAML config whose storage section to use")
     pull.add_argument("--overwrite", action="store_true", help="replace an existing DEST")
     pull.set_defaults(func=cmd_pull)
+
+    report = sub.add_parser(
+        "report",
+        help="write an experiment's report: one self-contained HTML page",
+        description="Read EXPERIMENT's results (trials.csv, and when present summary.json, "
+        "history.csv, optuna.db, pareto.csv, lineage.json) and write one HTML page that opens "
+        "offline: summary, optimisation history, learning curves with ASHA stops, parameter "
+        "importances, parallel coordinates, Pareto front, probe lifts, lineage, trials.",
+    )
+    report.add_argument(
+        "experiment",
+        help="experiment folder (holding results/) or its results folder, local or s3://",
+    )
+    report.add_argument("--output", help="HTML file to write (default <results>/report.html)")
+    report.add_argument("--config", help="YAML config whose storage section to use (s3://)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

@@ -8,10 +8,23 @@ job submission, the Ray Jobs client and the image build); a plain checkout is as
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 COMMIT_ENV = "MONOLITH_GIT_COMMIT"
+# Distribution -> key in the versions record. By metadata: a driver never imports TensorFlow
+# just to say which one it has.
+VERSIONED = {
+    "monolith-tune": "monolith",
+    "ray": "ray",
+    "tensorflow": "tensorflow",
+    "keras": "keras",
+    "optuna": "optuna",
+    "numpy": "numpy",
+    "pandas": "pandas",
+}
 
 
 def git_commit(where: str | Path | None = None) -> str | None:
@@ -36,3 +49,14 @@ def git_commit(where: str | Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):  # no git, a slow disk: lineage is optional
         return None
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Python's and the main libraries' versions (None: not installed)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for distribution, key in VERSIONED.items():
+        try:
+            out[key] = version(distribution)
+        except PackageNotFoundError:
+            out[key] = None
+    return out

@@ -1,10 +1,19 @@
 """What a tuning experiment is asked to do, and what it leaves behind.
 
 ``TuneSettings`` is the config's ``tune:`` section (validated at the edge, before any
-cluster resource is requested). The result writers turn the per-trial report histories
-into ``trials.csv``, ``best_config.json`` (the original's flat format, ready for the final
-job), an Optuna study in a SQLite file (``optuna-dashboard sqlite:///optuna.db``) and a
-printed summary. No Ray here: ``ray_jobs/tune.py`` hands plain rows in.
+cluster resource is requested): the objectives (one, or several for a Pareto search), the
+schedulers' settings and the experiment's budgets. The result writers turn the per-trial
+report histories into ``results/``:
+
+    best_config.json  the chosen trial's flat hyperparameters (ready for the final job)
+    trials.csv        one row per trial: params, best/last of every metric, stop reason
+    pareto.csv        the non-dominated trials, one column per objective, the chosen one
+    history.csv       one row per report: trial, trial_id, epoch, val_*/loss*/best_* values
+    lineage.json      what produced the results: config, search space, code, data, versions
+    optuna.db         an Optuna study (``optuna-dashboard sqlite:///optuna.db``)
+    summary.json/.txt the objectives, the chosen trial, the front, how the experiment ended
+
+No Ray here: ``ray_jobs/tune.py`` hands plain rows and values in.
 """
 
 from __future__ import annotations
@@ -12,14 +21,87 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from monolith.config import MonolithConfig, _build
+from monolith.config import OBJECTIVES, MonolithConfig, _build
 from monolith.errors import ConfigError
+
+# summary.json's ``ended_by`` when no budget cut the experiment short.
+ALL_FINISHED = "all trials finished"
+# How several objectives become the one best_config.json (summary.json's ``pareto_rule``).
+PARETO_RULE = (
+    "among the Pareto front (trials no other trial beats on every objective), each objective "
+    "is min-max normalised over the front so that 1 is the front's best and 0 its worst "
+    "(1 for all when the front agrees); the chosen trial is the one closest (Euclidean) to "
+    "the ideal point (1, ..., 1); ties go to the better primary (first) objective, then to "
+    "the lower trial number"
+)
+# Trials stopped by ASHA rank on one metric only: with several objectives, "none" (no
+# early stopping; each trial runs its epochs or its patience) keeps the front unbiased,
+# "primary" buys the compute back by letting ASHA rank the first objective.
+MULTI_OBJECTIVE_STOPPING = ("none", "primary")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One metric the search optimises, in its direction (``min`` or ``max``).
+
+    ``metric`` is the per-epoch name (``val_ref_ntxent``); trials also report its running
+    best over their epochs as ``best_<metric>``, which is what the search ranks.
+    """
+
+    metric: str
+    mode: str
+
+    @property
+    def reported(self) -> str:
+        return f"best_{self.metric}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"metric": self.metric, "mode": self.mode}
+
+
+def parse_objectives(raw: Any, where: str = "tune.objectives") -> list[Objective]:
+    """``raw`` as objectives: a list of ``"metric"``, ``"metric:mode"`` or ``{metric, mode}``.
+
+    Each metric must be one of ``monolith.config.OBJECTIVES`` and keep its own direction
+    (minimising a lift or maximising a loss is a typo, not a wish).
+    """
+    allowed = ", ".join(f"{m}:{d}" for m, d in OBJECTIVES.items())
+
+    def bad(key: str, value: Any, why: str) -> ConfigError:
+        return ConfigError(f"{key} = {value!r} is invalid: {why}; allowed: {allowed}")
+
+    usage = "expected a non-empty list of 'metric', 'metric:mode' or {metric, mode}"
+    if not isinstance(raw, list) or not raw:
+        raise bad(where, raw, usage)
+    out: list[Objective] = []
+    for i, entry in enumerate(raw):
+        key = f"{where}[{i}]"
+        if isinstance(entry, str):
+            metric, _, mode = entry.partition(":")
+        elif isinstance(entry, dict) and set(entry) <= {"metric", "mode"} and "metric" in entry:
+            metric, mode = entry["metric"], entry.get("mode") or ""
+        else:
+            raise bad(key, entry, usage)
+        metric, mode = str(metric).strip(), str(mode).strip()
+        if metric not in OBJECTIVES:
+            raise bad(key, entry, f"unknown metric {metric!r}")
+        if mode and mode != OBJECTIVES[metric]:
+            raise bad(
+                key, entry, f"{metric} is optimised in mode {OBJECTIVES[metric]!r}, not {mode!r}"
+            )
+        if any(o.metric == metric for o in out):
+            raise bad(key, entry, f"{metric} is listed twice")
+        out.append(Objective(metric, OBJECTIVES[metric]))
+    return out
 
 
 @dataclass
@@ -67,6 +149,19 @@ class TuneSettings:
     # than the cluster fits at once (pipelining: the next trial's driver and controller start
     # while one trains) or an autoscaling cluster, a trial legitimately waits a trial's length.
     worker_start_timeout_s: float = 1800.0
+    # What the search optimises: null = eval.objective alone; or a list of "metric",
+    # "metric:mode" or {metric, mode} (monolith.config.OBJECTIVES) for a Pareto search. The
+    # first is the primary: the trials' eval.objective (their early stopping and best
+    # checkpoint), ASHA's metric and the tie-breaker of the Pareto choice.
+    objectives: list[Any] | None = None
+    # With several objectives: "none" (no ASHA) or "primary" (ASHA on the first objective).
+    multi_objective_stopping: str = "none"
+    # Budgets that end the whole experiment early, results written from the trials so far:
+    # wall-clock seconds of the search (data preparation excluded; a --resume starts a new
+    # budget, as Ray's time_budget_s does), and finished trials in a row without a better
+    # primary objective.
+    time_budget_s: float | None = None
+    stop_after_no_improvement: int | None = None
 
     def validate(self, where: str = "tune") -> TuneSettings:
         def bad(key: str, allowed: str) -> ConfigError:
@@ -120,7 +215,36 @@ class TuneSettings:
             raise bad("gpus_per_worker", "set use_gpu: true to request GPUs")
         if not isinstance(self.extra_resources, dict):
             raise bad("extra_resources", "expected a mapping of resource name -> amount")
+        if self.objectives is not None:
+            parse_objectives(self.objectives, f"{where}.objectives")
+        if self.multi_objective_stopping not in MULTI_OBJECTIVE_STOPPING:
+            raise bad(
+                "multi_objective_stopping", f"allowed values {list(MULTI_OBJECTIVE_STOPPING)}"
+            )
+        if self.time_budget_s is not None and (
+            not isinstance(self.time_budget_s, int | float)
+            or isinstance(self.time_budget_s, bool)
+            or not math.isfinite(self.time_budget_s)
+            or self.time_budget_s <= 0
+        ):
+            raise bad("time_budget_s", "expected a number of seconds > 0, or null for no budget")
+        if self.stop_after_no_improvement is not None and (
+            not isinstance(self.stop_after_no_improvement, int)
+            or isinstance(self.stop_after_no_improvement, bool)
+            or self.stop_after_no_improvement < 1
+        ):
+            raise bad(
+                "stop_after_no_improvement",
+                "expected an integer >= 1 (finished trials without a better primary objective), "
+                "or null",
+            )
         return self
+
+    def objectives_for(self, cfg: MonolithConfig) -> list[Objective]:
+        """The objectives, primary first (the default: ``eval.objective`` alone)."""
+        if self.objectives is None:
+            return [Objective(cfg.eval.objective, cfg.eval.mode)]
+        return parse_objectives(self.objectives)
 
     def resources_per_worker(self) -> dict[str, float]:
         out = {"CPU": float(self.cpus_per_worker)}
@@ -146,6 +270,41 @@ def with_epochs(cfg: MonolithConfig, epochs: int) -> MonolithConfig:
     return dataclasses.replace(cfg, train=train)
 
 
+# ---- the experiment's budgets -------------------------------------------------------------
+
+
+def trials_since_improvement(values: Sequence[float], mode: str) -> int:
+    """How many of the latest finished trials did not beat the best before them.
+
+    ``values`` are the finished trials' primary objective (their best over epochs), in the
+    order they finished; a non-finite value (a failed trial) never improves. The first
+    finite value is an improvement over nothing.
+    """
+    best, since = math.nan, 0
+    for value in values:
+        better = math.isfinite(value) and (
+            not math.isfinite(best) or (value < best if mode == "min" else value > best)
+        )
+        if better:
+            best, since = value, 0
+        else:
+            since += 1
+    return since
+
+
+def ended_by_time_budget(seconds: float) -> str:
+    return f"time budget {seconds:g} s"
+
+
+def ended_by_no_improvement(trials: int) -> str:
+    return f"no improvement in {trials} trials"
+
+
+def utc_now() -> str:
+    """Now, as ISO 8601 UTC (lineage.json's timestamps)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 # ---- results ----------------------------------------------------------------------------
 
 
@@ -160,13 +319,35 @@ class TrialRecord:
     status: str  # TERMINATED / ERROR / RUNNING / PENDING
     error: str | None = None
     wall_seconds: float | None = None
+    # Still running (or waiting to start) when a budget ended the experiment.
+    stopped_by_budget: bool = False
+
+
+@dataclass
+class Lineage:
+    """What produced an experiment's results (lineage.json), as plain values."""
+
+    experiment: str
+    config: dict[str, Any]  # the base config, as a dict
+    search_space: dict[str, Any] | str  # the search space YAML, as a mapping (or its text)
+    git_commit: str | None  # the checkout's HEAD; None when not run from a git checkout
+    data_fingerprint: str | None  # prepared.json's key: data config + source files
+    prepared: str | None  # the prepared dataset's URI
+    versions: dict[str, str | None]  # python, monolith, ray, tensorflow, keras, ...
+    started_at: str  # ISO 8601 UTC
+    finished_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def stop_reason(record: TrialRecord, max_epochs: int) -> str:
     if record.status == "ERROR":
         return f"error: {record.error or 'unknown'}"
     if not record.history:
-        return "not started" if record.status == "PENDING" else "no report"
+        if record.status == "PENDING":
+            return "not started"
+        return "stopped by budget" if record.stopped_by_budget else "no report"
     last = record.history[-1]
     epochs = int(last.get("epoch", len(record.history)))
     if record.status not in ("TERMINATED",):
@@ -175,6 +356,8 @@ def stop_reason(record: TrialRecord, max_epochs: int) -> str:
         return "early stopping (patience)"
     if epochs >= max_epochs:
         return "completed (max epochs)"
+    if record.stopped_by_budget:
+        return "stopped by budget"
     return "stopped by ASHA"
 
 
@@ -185,10 +368,92 @@ def _best(values: list[float], mode: str) -> float:
     return min(finite) if mode == "min" else max(finite)
 
 
+def objective_value(record: TrialRecord, objective: Objective) -> float:
+    """The trial's best ``objective`` over its reports (its running best and raw values)."""
+    values = [
+        h.get(key, math.nan)
+        for h in record.history
+        for key in (objective.reported, objective.metric)
+    ]
+    return _best(values, objective.mode)
+
+
+def _primary_key(objective: Objective, value: float) -> float:
+    """Smaller is better, for sorting."""
+    return value if objective.mode == "min" else -value
+
+
+def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
+    """``a`` is no worse than ``b`` on every objective and better on at least one."""
+    signed = [(x, y) if m == "min" else (-x, -y) for x, y, m in zip(a, b, modes, strict=True)]
+    return all(x <= y for x, y in signed) and any(x < y for x, y in signed)
+
+
+def pareto_front(points: dict[int, Sequence[float]], modes: Sequence[str]) -> list[int]:
+    """The keys of ``points`` (trial number -> objective values) no other point dominates;
+    equal points are all kept."""
+    return sorted(
+        k
+        for k, p in points.items()
+        if not any(dominates(q, p, modes) for j, q in points.items() if j != k)
+    )
+
+
+def choose_from_front(
+    points: dict[int, Sequence[float]], front: list[int], objectives: list[Objective]
+) -> int:
+    """The trial of ``front`` that ``PARETO_RULE`` chooses."""
+    if not front:
+        raise ValueError("an empty Pareto front")
+    scores: dict[int, float] = {k: 0.0 for k in front}
+    for j, objective in enumerate(objectives):
+        column = [points[k][j] for k in front]
+        best = _best(column, objective.mode)
+        worst = max(column) if objective.mode == "min" else min(column)
+        for k in front:
+            score = 1.0 if best == worst else (points[k][j] - worst) / (best - worst)
+            scores[k] += (1.0 - score) ** 2
+    return min(
+        front,
+        key=lambda k: (
+            round(math.sqrt(scores[k]), 12),  # equal up to float noise = a tie
+            _primary_key(objectives[0], points[k][0]),
+            k,
+        ),
+    )
+
+
+@dataclass
+class Choice:
+    """The Pareto front over the finished trials and the one trial chosen from it."""
+
+    values: dict[int, list[float]]  # trial number -> its value of every objective
+    front: list[int]
+    chosen: TrialRecord
+
+
+def choose(records: list[TrialRecord], objectives: list[Objective]) -> Choice:
+    """The front over trials with a finite value of every objective, and the chosen trial
+    (with one objective: the best value, ties to the lowest trial number)."""
+    by_number = {r.number: r for r in records if r.status != "ERROR"}
+    values = {n: [objective_value(r, o) for o in objectives] for n, r in by_number.items()}
+    values = {n: v for n, v in values.items() if all(math.isfinite(x) for x in v)}
+    if not values:
+        names = ", ".join(o.metric for o in objectives)
+        raise ConfigError(f"no trial reported a finite {names}: nothing to choose from")
+    front = pareto_front(values, [o.mode for o in objectives])
+    return Choice(values, front, by_number[choose_from_front(values, front, objectives)])
+
+
+def best_trial(records: list[TrialRecord], objectives: list[Objective]) -> TrialRecord:
+    return choose(records, objectives).chosen
+
+
 def trials_table(
-    records: list[TrialRecord], metric: str, mode: str, max_epochs: int
+    records: list[TrialRecord], objectives: list[Objective], max_epochs: int
 ) -> pd.DataFrame:
-    """One row per trial: params, per-metric best and last, epochs run, status, stop reason."""
+    """One row per trial: params, per-metric best and last, every objective's value (the
+    primary's also as ``objective``), epochs run, status, stop reason."""
     rows = []
     for rec in sorted(records, key=lambda r: r.number):
         row: dict[str, Any] = {"trial": rec.number, "trial_id": rec.trial_id}
@@ -201,26 +466,55 @@ def trials_table(
             row[f"last/{name}"] = series[-1]
             # Probe accuracies and lifts: higher is better; losses and geometry: lower.
             row[f"best/{name}"] = _best(series, "max" if "_probe_" in name else "min")
-        row["objective"] = _best([h.get(metric, math.nan) for h in rec.history], mode)
+        row["objective"] = objective_value(rec, objectives[0])
+        for objective in objectives:
+            row[f"objective/{objective.metric}"] = objective_value(rec, objective)
         row["epochs_run"] = int(rec.history[-1].get("epoch", 0)) if rec.history else 0
         row["status"] = rec.status
         row["stop_reason"] = stop_reason(rec, max_epochs)
         row["wall_seconds"] = rec.wall_seconds
         rows.append(row)
+    if not rows:  # a budget spent before any trial was created: the columns still say what
+        objective_columns = ["objective", *(f"objective/{o.metric}" for o in objectives)]
+        fixed = ["epochs_run", "status", "stop_reason", "wall_seconds"]
+        return pd.DataFrame(columns=["trial", "trial_id", *objective_columns, *fixed])
     return pd.DataFrame(rows)
 
 
-def best_trial(records: list[TrialRecord], metric: str, mode: str) -> TrialRecord:
-    scored = [
-        (_best([h.get(metric, math.nan) for h in r.history], mode), r)
-        for r in records
-        if r.status != "ERROR"
+def history_table(records: list[TrialRecord]) -> pd.DataFrame:
+    """One row per report: trial, trial_id, epoch, then every ``val_*``/``loss*`` metric and
+    every ``best_*`` value (a metric a report lacks is empty)."""
+    reported = {k for r in records for h in r.history for k in h}
+    metrics = sorted(k for k in reported if k.startswith(("val_", "loss")))
+    bests = sorted(k for k in reported if k.startswith("best_"))
+    rows = [
+        {
+            "trial": rec.number,
+            "trial_id": rec.trial_id,
+            "epoch": int(h.get("epoch", i)),
+            **{k: h.get(k, math.nan) for k in metrics + bests},
+        }
+        for rec in sorted(records, key=lambda r: r.number)
+        for i, h in enumerate(rec.history, start=1)
     ]
-    scored = [(v, r) for v, r in scored if math.isfinite(v)]
-    if not scored:
-        raise ConfigError(f"no trial reported a finite {metric}: nothing to choose from")
-    sign = 1.0 if mode == "min" else -1.0
-    return min(scored, key=lambda vr: (sign * vr[0], vr[1].number))[1]
+    return pd.DataFrame(rows, columns=["trial", "trial_id", "epoch", *metrics, *bests])
+
+
+def pareto_table(
+    records: list[TrialRecord], objectives: list[Objective], choice: Choice
+) -> pd.DataFrame:
+    """pareto.csv: trial, trial_id, one column per objective metric (the trial's best
+    value), chosen, then the trial's ``config/<param>`` values."""
+    by_number = {r.number: r for r in records}
+    rows = []
+    for number in choice.front:
+        rec = by_number[number]
+        row: dict[str, Any] = {"trial": number, "trial_id": rec.trial_id}
+        row.update({o.metric: v for o, v in zip(objectives, choice.values[number], strict=True)})
+        row["chosen"] = number == choice.chosen.number
+        row.update({f"config/{k}": v for k, v in rec.params.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def best_config(base: MonolithConfig, record: TrialRecord) -> dict[str, Any]:
@@ -231,12 +525,13 @@ def best_config(base: MonolithConfig, record: TrialRecord) -> dict[str, Any]:
 def export_optuna(
     records: list[TrialRecord],
     distributions: dict[str, Any],
-    metric: str,
-    mode: str,
+    objectives: list[Objective],
     path: str | Path,
     study_name: str,
 ) -> Path:
-    """Write the study (params, per-epoch intermediate values, state) to a SQLite file."""
+    """Write the study to a SQLite file: params, state, the objectives' values (a
+    multi-objective study with several) and, with one objective, per-epoch intermediate
+    values (Optuna records those for single-objective studies only)."""
     import optuna
 
     path = Path(path)
@@ -245,22 +540,29 @@ def export_optuna(
     study = optuna.create_study(
         study_name=study_name,
         storage=f"sqlite:///{path.resolve()}",
-        direction="minimize" if mode == "min" else "maximize",
+        directions=["minimize" if o.mode == "min" else "maximize" for o in objectives],
     )
+    with warnings.catch_warnings():
+        # set_metric_names is "experimental" since Optuna 3.2: the dashboard shows the names.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([o.metric for o in objectives])
+    single = len(objectives) == 1
     for rec in sorted(records, key=lambda r: r.number):
-        values = [h.get(metric, math.nan) for h in rec.history]
-        value = _best(values, mode)
-        finished = rec.status == "TERMINATED" and math.isfinite(value)
+        values = [objective_value(rec, o) for o in objectives]
+        finished = rec.status == "TERMINATED" and all(math.isfinite(v) for v in values)
         params = {k: v for k, v in rec.params.items() if k in distributions}
+        intermediate = {}
+        if single:
+            o = objectives[0]
+            for i, h in enumerate(rec.history, start=1):
+                v = h.get(o.reported, h.get(o.metric, math.nan))
+                if isinstance(v, int | float) and math.isfinite(v):
+                    intermediate[int(h.get("epoch", i))] = float(v)
         trial = optuna.trial.create_trial(
             params=params,
             distributions={k: distributions[k] for k in params},
-            value=value if finished else None,
-            intermediate_values={
-                int(h.get("epoch", i + 1)): float(v)
-                for i, (h, v) in enumerate(zip(rec.history, values, strict=True))
-                if math.isfinite(v)
-            },
+            values=values if finished else None,
+            intermediate_values=intermediate,
             state=optuna.trial.TrialState.COMPLETE if finished else optuna.trial.TrialState.FAIL,
             user_attrs={"trial_id": rec.trial_id, "status": rec.status},
         )
@@ -268,49 +570,135 @@ def export_optuna(
     return path
 
 
+def _write_text(path: Path, text: str) -> None:
+    """Atomically: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> None:
+    _write_text(path, frame.to_csv(index=False))
+
+
 def write_results(
     directory: str | Path,
     records: list[TrialRecord],
     base: MonolithConfig,
     distributions: dict[str, Any],
-    metric: str,
-    mode: str,
+    objectives: list[Objective],
     max_epochs: int,
     study_name: str,
+    *,
+    ended_by: str = ALL_FINISHED,
+    planned: int | None = None,
+    lineage: Lineage | None = None,
 ) -> dict[str, Any]:
-    """Write best_config.json, trials.csv, optuna.db, summary.txt; returns the summary."""
+    """Write the results folder (see the module docstring); returns the summary.
+
+    trials.csv, history.csv and lineage.json are written first, so an experiment in which
+    no trial reported a finite objective still leaves them before the ConfigError.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    table = trials_table(records, metric, mode, max_epochs)
-    table.to_csv(directory / "trials.csv", index=False)
-    best = best_trial(records, metric, mode)
-    flat = best_config(base, best)
-    tmp = directory / "best_config.json.tmp"
-    tmp.write_text(json.dumps(flat, indent=2, sort_keys=True))
-    tmp.replace(directory / "best_config.json")
-    export_optuna(records, distributions, metric, mode, directory / "optuna.db", study_name)
-    summary = {
-        "metric": metric,
-        "mode": mode,
-        "best_trial": best.number,
-        "best_trial_id": best.trial_id,
-        "best_objective": float(table.loc[table["trial"] == best.number, "objective"].iloc[0]),
+    table = trials_table(records, objectives, max_epochs)
+    _write_csv(directory / "trials.csv", table)
+    _write_csv(directory / "history.csv", history_table(records))
+    if lineage is not None:
+        _write_text(
+            directory / "lineage.json", json.dumps(lineage.to_dict(), indent=2, default=str) + "\n"
+        )
+    primary = objectives[0]
+    summary: dict[str, Any] = {
+        "metric": primary.reported,
+        "mode": primary.mode,
+        "objectives": [o.to_dict() for o in objectives],
+        "best_trial": None,
+        "best_trial_id": None,
+        "best_objective": None,
+        "best_values": None,
+        "pareto_front": [],
         "trials": len(records),
-        "stop_reasons": table["stop_reason"].value_counts().to_dict(),
+        "stop_reasons": table["stop_reason"].value_counts().to_dict() if len(table) else {},
+        "ended_by": ended_by,
     }
-    (directory / "summary.json").write_text(json.dumps(summary, indent=2))
-    (directory / "summary.txt").write_text(summary_table(table, metric, mode) + "\n")
+    if len(objectives) > 1:
+        summary["pareto_rule"] = PARETO_RULE
+    if planned is not None:
+        summary["trials_planned"] = planned
+    export_optuna(records, distributions, objectives, directory / "optuna.db", study_name)
+    try:
+        choice = choose(records, objectives)
+    except ConfigError:
+        # Said in summary.json too (best_trial null), so the folder explains itself.
+        _write_summary(directory, summary, table, objectives, [])
+        raise
+    best = choice.chosen
+    _write_csv(directory / "pareto.csv", pareto_table(records, objectives, choice))
+    _write_text(
+        directory / "best_config.json",
+        json.dumps(best_config(base, best), indent=2, sort_keys=True),
+    )
+    summary.update(
+        best_trial=best.number,
+        best_trial_id=best.trial_id,
+        best_objective=choice.values[best.number][0],
+        best_values=dict(
+            zip([o.metric for o in objectives], choice.values[best.number], strict=True)
+        ),
+        pareto_front=choice.front,
+    )
+    _write_summary(directory, summary, table, objectives, choice.front)
     return summary
 
 
-def summary_table(table: pd.DataFrame, metric: str, mode: str) -> str:
-    """The trials as a fixed-width table, best first."""
-    cols = ["trial", "objective", "epochs_run", "stop_reason"]
+def _write_summary(
+    directory: Path,
+    summary: dict[str, Any],
+    table: pd.DataFrame,
+    objectives: list[Objective],
+    front: list[int],
+) -> None:
+    _write_text(directory / "summary.json", json.dumps(summary, indent=2) + "\n")
+    text = summary_table(table, objectives, front, summary["ended_by"])
+    _write_text(directory / "summary.txt", text + "\n")
+
+
+def summary_table(
+    table: pd.DataFrame,
+    objectives: list[Objective],
+    front: list[int] | None = None,
+    ended_by: str | None = None,
+) -> str:
+    """The trials as a fixed-width table: with one objective best first; with several the
+    Pareto front first (marked ``*``), each part by the primary objective."""
+    primary = objectives[0]
+    foot = f"\nended by: {ended_by}" if ended_by else ""
+    if table.empty:
+        return "no trials" + foot
+    view = table.copy()
+    columns = ["trial"]
+    if len(objectives) == 1:
+        columns.append("objective")
+    else:
+        view["pareto"] = view["trial"].isin(front or []).map({True: "*", False: ""})
+        columns.append("pareto")
+        for o in objectives:
+            view[o.metric] = view[f"objective/{o.metric}"]
+        columns += [o.metric for o in objectives]
     params = [c for c in table.columns if c.startswith("config/")]
-    view = table[cols + params].copy()
+    view["_front"] = ~view["trial"].isin(front or [])
+    view = view.sort_values(
+        ["_front", "objective"] if len(objectives) > 1 else ["objective"],
+        ascending=[True, primary.mode == "min"] if len(objectives) > 1 else primary.mode == "min",
+        na_position="last",
+    )
+    view = view[columns + ["epochs_run", "stop_reason"] + params]
     view.columns = [c.removeprefix("config/") for c in view.columns]
-    view = view.sort_values("objective", ascending=mode == "min", na_position="last")
+    if len(objectives) == 1:
+        head = f"{primary.reported} ({primary.mode}), best first:"
+    else:
+        names = ", ".join(f"{o.metric} ({o.mode})" for o in objectives)
+        head = f"objectives {names}; Pareto front (*) first, by {primary.metric}:"
     with pd.option_context("display.width", 250, "display.max_columns", 40):
-        return f"{metric} ({mode}), best first:\n" + view.to_string(
-            index=False, float_format=lambda v: f"{v:.4g}"
-        )
+        return head + "\n" + view.to_string(index=False, float_format=lambda v: f"{v:.4g}") + foot

@@ -21,6 +21,8 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from monolith.tuning import Objective
+
 # A few hyperparameters people scan the table for, when the search space varies them.
 KEY_PARAMS = (
     "learning_rate",
@@ -70,30 +72,35 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def short_name(metric: str) -> str:
+    """A column-sized name: ``val_probe_mean_lift`` -> ``probe_mean_lift``."""
+    return metric.removeprefix("best_").removeprefix("val_")
+
+
 @dataclass
 class _Row:
     number: int
     status: str = "PENDING"
     epoch: int = 0
-    objective: float = math.nan
-    best: float = math.nan
+    # Per objective metric: the last epoch's value and the trial's best so far.
+    last: dict[str, float] = field(default_factory=dict)
+    best: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
 
 class TrialTable(Callback):
-    """Tune callback: the live table of trials (trial, status, epoch, objective, best so far,
-    a few key parameters) and one line per finished trial."""
+    """Tune callback: the live table of trials (trial, status, epoch, every objective's last
+    value and best so far, a few key parameters) and one line per finished trial."""
 
     def __init__(
         self,
-        metric: str,
-        mode: str,
+        objectives: list[Objective],
         max_epochs: int,
         searched: list[str],
         stream: TextIO | None = None,
     ) -> None:
-        self.metric, self.mode, self.max_epochs = metric, mode, max_epochs
+        self.objectives, self.max_epochs = list(objectives), max_epochs
         self.params = [p for p in KEY_PARAMS if p in searched][:4] or searched[:4]
         self._stream = stream
         self.rows: dict[str, _Row] = {}
@@ -103,6 +110,18 @@ class TrialTable(Callback):
     # console of whichever process runs the experiment.
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_stream": None, "_drawn": 0}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # An experiment started before several objectives existed pickled metric and mode.
+        if "objectives" not in state:
+            metric = str(state.pop("metric", "best_val_ref_ntxent")).removeprefix("best_")
+            state["objectives"] = [Objective(metric, state.pop("mode", "min"))]
+            state["rows"] = {}
+        self.__dict__.update(state)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
 
     @property
     def stream(self) -> TextIO:
@@ -124,8 +143,9 @@ class TrialTable(Callback):
         row = self._row(trial)
         row.status = "RUNNING"
         row.epoch = int(result.get("epoch", row.epoch))
-        row.objective = float(result.get(self.metric.removeprefix("best_"), math.nan))
-        row.best = float(result.get(self.metric, math.nan))
+        for o in self.objectives:
+            row.last[o.metric] = _float(result.get(o.metric))
+            row.best[o.metric] = _float(result.get(o.reported))
         self._show(None if self.live else self._line(row, "epoch"))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -156,36 +176,50 @@ class TrialTable(Callback):
             )
         return row
 
-    def _best(self) -> tuple[float, int | None]:
-        sign = 1.0 if self.mode == "min" else -1.0
-        scored = [(r.best, r.number) for r in self.rows.values() if math.isfinite(r.best)]
+    def _best(self, objective: Objective) -> tuple[float, int | None]:
+        """The best value of ``objective`` over all trials so far, and whose it is."""
+        sign = 1.0 if objective.mode == "min" else -1.0
+        scored = [
+            (r.best.get(objective.metric, math.nan), r.number)
+            for r in self.rows.values()
+            if math.isfinite(r.best.get(objective.metric, math.nan))
+        ]
         if not scored:
             return math.nan, None
         return min(scored, key=lambda s: (sign * s[0], s[1]))
 
     def _line(self, row: _Row, event: str) -> str:
-        best, which = self._best()
         seconds = time.monotonic() - row.started
         head = f"trial {row.number:>2} {event:<9} epoch {row.epoch}/{self.max_epochs}"
         if event == "started":
             params = " ".join(f"{_SHORT.get(k, k)}={_fmt(v)}" for k, v in row.params.items())
             return f"{head}  {params}"
-        figures = f"{self.metric.removeprefix('best_')} {_fmt(row.objective)} (trial best {_fmt(row.best)})"
-        overall = f"best so far {_fmt(best)} (trial {which})" if which else ""
+        figures = "; ".join(
+            f"{o.metric} {_fmt(row.last.get(o.metric, math.nan))} "
+            f"(trial best {_fmt(row.best.get(o.metric, math.nan))})"
+            for o in self.objectives
+        )
+        overall = ""
+        if not self.multi:  # with several objectives "best" is a front: the final table
+            best, which = self._best(self.objectives[0])
+            overall = f"best so far {_fmt(best)} (trial {which})" if which else ""
         return f"{head}  {figures}  {overall}  {seconds:.0f} s"
 
     def table(self) -> str:
-        names = ["trial", "status", "epoch", "objective", "best"] + [
-            _SHORT.get(p, p) for p in self.params
-        ]
+        if self.multi:
+            figures = [f"best {short_name(o.metric)}" for o in self.objectives]
+        else:
+            figures = ["objective", "best"]
+        names = ["trial", "status", "epoch", *figures] + [_SHORT.get(p, p) for p in self.params]
+
+        def values(r: _Row) -> list[str]:
+            if self.multi:
+                return [_fmt(r.best.get(o.metric, math.nan)) for o in self.objectives]
+            metric = self.objectives[0].metric
+            return [_fmt(r.last.get(metric, math.nan)), _fmt(r.best.get(metric, math.nan))]
+
         body = [
-            [
-                str(r.number),
-                r.status,
-                f"{r.epoch}/{self.max_epochs}",
-                _fmt(r.objective),
-                _fmt(r.best),
-            ]
+            [str(r.number), r.status, f"{r.epoch}/{self.max_epochs}", *values(r)]
             + [_fmt(r.params.get(p)) for p in self.params]
             for r in sorted(self.rows.values(), key=lambda r: r.number)
         ]
@@ -194,11 +228,13 @@ class TrialTable(Callback):
             "  ".join(x.rjust(w) for x, w in zip(line, widths, strict=True))
             for line in [names, *body]
         ]
-        best, which = self._best()
-        if which is not None:
-            lines.append(
-                f"best so far: {self.metric.removeprefix('best_')} {_fmt(best)} (trial {which})"
-            )
+        bests = []
+        for o in self.objectives:
+            best, which = self._best(o)
+            if which is not None:
+                bests.append(f"{o.metric} {_fmt(best)} (trial {which})")
+        if bests:
+            lines.append("best so far: " + "; ".join(bests))
         return "\n".join(lines)
 
     def _show(self, line: str | None) -> None:
@@ -221,6 +257,13 @@ class TrialTable(Callback):
     def _write(self, text: str) -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _error_text(trial: Any) -> str:

@@ -5,7 +5,9 @@ One experiment shows the distributed mechanics at once: 2 workers per trial trai
 together on the gathered global batch, a Train worker killed mid-trial and the trial
 resuming from its checkpoint, ASHA stopping a trial that was built to lose, and the
 results agreeing with the trials. A second experiment has its job driver killed and is
-completed with ``--resume`` without re-running finished trials.
+completed with ``--resume`` without re-running finished trials. A third searches two
+objectives until its time budget runs out: a Pareto front and every result file from the
+trials finished so far.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ SEARCH_SPACE = {
 }
 
 
-def tiny_config(tmp: Path, *, samples: int, epochs: int, seed: int, steps: int = 12) -> Path:
+def tiny_config(
+    tmp: Path, *, samples: int, epochs: int, seed: int, steps: int = 12, **tune: object
+) -> Path:
     space = tmp / "space.yaml"
     space.write_text(yaml.safe_dump(SEARCH_SPACE))
     base = yaml.safe_load((Path(__file__).parents[1] / "configs" / "local.yaml").read_text())
@@ -50,6 +54,7 @@ def tiny_config(tmp: Path, *, samples: int, epochs: int, seed: int, steps: int =
         reduction_factor=2,
         num_workers=2,
         worker_max_failures=2,
+        **tune,
     )
     path = tmp / "tune.yaml"
     path.write_text(yaml.safe_dump(base))
@@ -240,3 +245,100 @@ def test_killed_driver_then_resume_keeps_finished_trials(
     assert (trial_dirs(experiment)[1] / "result.json").read_text() == finished_before
     assert len(trial_dirs(experiment)) == 3
     assert (experiment / "results" / "best_config.json").is_file()
+
+
+# Long enough for a few tiny trials on 2 shared cores, short enough to end the search long
+# before its 20 trials: the budget, not the trial count, ends it.
+TIME_BUDGET_S = 75
+
+
+def _dominates(a: list[float], b: list[float], modes: list[str]) -> bool:
+    signed = [(x, y) if m == "min" else (-x, -y) for x, y, m in zip(a, b, modes, strict=True)]
+    return all(x <= y for x, y in signed) and any(x < y for x, y in signed)
+
+
+def test_multi_objective_search_within_a_time_budget(
+    cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    objectives = ["val_ref_ntxent:min", "val_probe_mean_lift:max"]
+    config = tiny_config(
+        tmp_path, samples=20, epochs=2, seed=11, steps=6,
+        objectives=objectives, time_budget_s=TIME_BUDGET_S,
+    )  # fmt: skip
+    storage = tmp_path / "experiments"
+    entry = ["python", "-m", "ray_jobs.tune", "--config", str(config), "--name", "mo"]
+    entry += ["--storage", str(storage)]
+    # The job runs from an uploaded copy without .git: the submitter names the commit.
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    done = cluster.submit(entry, wait=True, timeout=600, env_vars={"MONOLITH_GIT_COMMIT": commit})
+    logs = done.stdout + done.stderr
+    assert done.returncode == 0, logs[-5000:]
+    results = storage / "mo" / "results"
+
+    # The budget ended the search, cleanly, and the console said so.
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["ended_by"] == f"time budget {TIME_BUDGET_S} s", summary
+    assert f"the experiment ended: time budget {TIME_BUDGET_S} s" in logs
+    trials = pd.read_csv(results / "trials.csv")
+    assert 1 <= len(trials) < 20 and summary["trials_planned"] == 20
+    assert set(trials["stop_reason"]) <= {
+        "completed (max epochs)", "early stopping (patience)", "stopped by budget", "not started",
+    }, trials["stop_reason"]  # fmt: skip
+    assert summary["objectives"] == [
+        {"metric": "val_ref_ntxent", "mode": "min"},
+        {"metric": "val_probe_mean_lift", "mode": "max"},
+    ]
+    assert "pareto_rule" in summary
+
+    # The Pareto front: every row non-dominated, every other finished trial dominated.
+    metrics, modes = ["val_ref_ntxent", "val_probe_mean_lift"], ["min", "max"]
+    pareto = pd.read_csv(results / "pareto.csv")
+    values = {
+        int(r["trial"]): [r[f"objective/{m}"] for m in metrics]
+        for _, r in trials.iterrows()
+        if all(math.isfinite(r[f"objective/{m}"]) for m in metrics)
+    }
+    front = sorted(pareto["trial"].astype(int))
+    assert front == summary["pareto_front"] and front
+    for k in front:
+        assert not any(_dominates(values[j], values[k], modes) for j in values if j != k)
+        row = pareto.loc[pareto["trial"] == k].iloc[0]
+        assert [row[m] for m in metrics] == pytest.approx(values[k])
+    for k in set(values) - set(front):
+        assert any(_dominates(values[j], values[k], modes) for j in front)
+    # best_config.json is the chosen row's config.
+    assert pareto["chosen"].sum() == 1
+    chosen = pareto.loc[pareto["chosen"]].iloc[0]
+    assert int(chosen["trial"]) == summary["best_trial"]
+    best_cfg = json.loads((results / "best_config.json").read_text())
+    for column in (c for c in pareto.columns if c.startswith("config/")):
+        expected = chosen[column]
+        got = best_cfg[column.removeprefix("config/")]
+        assert got == pytest.approx(expected) if isinstance(got, float) else got == expected
+
+    # Every trial reported both objectives' running best (the workers report only the
+    # primary's): the searcher, the loggers and history.csv saw them.
+    history = pd.read_csv(results / "history.csv")
+    assert {"trial", "trial_id", "epoch", "best_val_probe_mean_lift"} <= set(history.columns)
+    assert set(history["trial"]) == set(trials.loc[trials["epochs_run"] > 0, "trial"])
+    lifts = history.groupby("trial")["val_probe_mean_lift"].cummax()
+    assert list(history["best_val_probe_mean_lift"]) == pytest.approx(list(lifts))
+
+    import optuna
+
+    study = optuna.load_study(study_name="mo", storage=f"sqlite:///{results / 'optuna.db'}")
+    assert len(study.directions) == 2 and len(study.trials) == len(trials)
+    lineage = json.loads((results / "lineage.json").read_text())
+    prepared_key = json.loads((storage / "mo" / "prepared.json").read_text())["key"]
+    assert lineage["data_fingerprint"] == prepared_key
+    assert lineage["experiment"] == "mo" and lineage["config"]["eval"]["objective"] == metrics[0]
+    assert lineage["git_commit"] == commit
+
+    # The experiment report was written with the results, every section in it.
+    from monolith.report import SECTIONS
+
+    page = (results / "report.html").read_text()
+    for section, _title in SECTIONS:
+        assert f'id="{section}"' in page, section
+    assert "report: " in logs and "report.html" in logs
+    assert lineage["versions"]["ray"] and lineage["finished_at"] >= lineage["started_at"]
