@@ -4,7 +4,8 @@
         prepared/          the prepared dataset (``monolith data prepare`` layout)
         prepared.json      the data config and source fingerprint it was prepared from
         tune/              Ray Tune's experiment folder (trials, checkpoints, searcher state)
-        results/           best_config.json, trials.csv, optuna.db, summary.txt
+        results/           best_config.json, trials.csv, pareto.csv, history.csv, lineage.json,
+                           optuna.db, summary.json/.txt, report.html
         logs/              each Train run's worker logs: <run name>/worker-<rank>.log
 
 ``<storage>`` is a local folder or an ``s3://bucket/prefix`` URI. Trials never prepare data:
