@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,14 +25,81 @@ from monolith.errors import ConfigError
 
 AUGMENTATIONS = ("jitter", "scaling", "time_masking")
 SCALERS = ("standard", "robust", "minmax")
-OBJECTIVES = {
-    # name: mode. Every one is computed the same way for every trial (fixed reference
-    # temperature, augmentation and batch size), so trials are comparable.
-    "val_ref_ntxent": "min",
-    "val_probe_regime_lift": "max",
-    "val_probe_direction_lift": "max",
-    "val_probe_mean_lift": "max",
+
+# The downstream probes (``monolith.evaluate``), by name. ``regime`` is the causal HMM state
+# at the window's last bar; ``direction`` is the original label (close[t + data.label_horizon]
+# > close[t]); ``direction_h<H>`` and ``fwd_vol_h<H>`` are the forward targets prepared for
+# each H in data.direction_horizons and data.volatility_horizons; ``knn_views`` needs no label
+# (a window's augmented view retrieving its other view).
+_PROBE_NAME = re.compile(r"^(regime|direction|knn_views|direction_h[1-9]\d*|fwd_vol_h[1-9]\d*)$")
+PROBE_NAMES_HELP = "allowed: regime, direction, direction_h<H>, fwd_vol_h<H>, knn_views"
+_PROBE_KINDS = {
+    "regime": "classification",
+    "direction": "classification",
+    "direction_h": "classification",
+    "fwd_vol_h": "regression",
+    "knn_views": "retrieval",
 }
+# What ``eval.probes`` lists when a config says nothing: the regime, the original direction
+# and the forward targets of the default data.direction_horizons / data.volatility_horizons.
+DEFAULT_PROBES = ("regime", "direction", "direction_h1", "direction_h24", "fwd_vol_h24")
+
+
+def probe_kind(name: str) -> str:
+    """``classification``, ``regression`` or ``retrieval``: how probe ``name`` is scored."""
+    if not isinstance(name, str) or not _PROBE_NAME.match(name):
+        raise ConfigError(f"unknown probe {name!r}; {PROBE_NAMES_HELP}")
+    return _PROBE_KINDS.get(name) or _PROBE_KINDS[name.rstrip("0123456789")]
+
+
+# Objectives beyond the probes' own metrics. Every objective is computed the same way for
+# every trial (fixed reference temperature, augmentation and batch size; probes on fixed
+# samples), so trials are comparable.
+_FIXED_OBJECTIVES = {"val_ref_ntxent": "min", "val_probe_mean_lift": "max"}
+# A probe's metrics that can be an objective (all "max"): its score and its lifts. The
+# baselines' own scores (``_random``, ``_raw``) are constants of a run, never objectives.
+PROBE_OBJECTIVE_SUFFIXES = ("", "_lift", "_lift_vs_random", "_lift_vs_raw")
+
+
+def objective_probe(name: str) -> str | None:
+    """The probe a probe-metric objective names (``val_probe_fwd_vol_h24_lift`` ->
+    ``fwd_vol_h24``), or None when ``name`` is not a probe's score or lift."""
+    if not isinstance(name, str) or not name.startswith("val_probe_"):
+        return None
+    rest = name.removeprefix("val_probe_")
+    # Longest suffix first: "_lift_vs_raw" before "_lift" before "".
+    for suffix in sorted(PROBE_OBJECTIVE_SUFFIXES, key=len, reverse=True):
+        probe = rest.removesuffix(suffix) if suffix else rest
+        if rest.endswith(suffix) and _PROBE_NAME.match(probe):
+            return probe
+    return None
+
+
+class _Objectives(Mapping[str, str]):
+    """Objective metric -> mode: ``min`` for the reference loss, ``max`` for probe scores and
+    lifts. Iterating lists the reference loss, the mean lift and the default probes' lifts;
+    any probe's score or lift is a key (``val_probe_<probe>``,
+    ``val_probe_<probe>_lift[_vs_random|_vs_raw]``), and ``EvalConfig.validate`` requires
+    that probe to be in ``eval.probes``.
+    """
+
+    def __getitem__(self, name: str) -> str:
+        if name in _FIXED_OBJECTIVES:
+            return _FIXED_OBJECTIVES[name]
+        if objective_probe(name) is not None:
+            return "max"
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from _FIXED_OBJECTIVES
+        for probe in DEFAULT_PROBES:
+            yield f"val_probe_{probe}_lift"
+
+    def __len__(self) -> int:
+        return len(_FIXED_OBJECTIVES) + len(DEFAULT_PROBES)
+
+
+OBJECTIVES: Mapping[str, str] = _Objectives()
 
 # The original project's tuned hyperparameters, by flat name -> config section.
 TUNED_HYPERPARAMETERS = {
@@ -77,6 +146,16 @@ def _check_float(
         raise _fail(where, key, value, f"allowed range {left}{lo}, {hi}]")
 
 
+def _check_horizons(where: str, key: str, value: Any) -> None:
+    if not isinstance(value, (list, tuple)):
+        raise _fail(where, key, value, "expected a list of horizons in bars, e.g. [1, 24]")
+    for horizon in value:
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or not 1 <= horizon <= 1000:
+            raise _fail(where, key, value, "each horizon an integer in [1, 1000]")
+    if len(set(value)) != len(value):
+        raise _fail(where, key, value, "a horizon is listed twice")
+
+
 def _check_choice(where: str, key: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise _fail(where, key, value, f"allowed values {list(choices)}")
@@ -110,7 +189,13 @@ class DataConfig:
     source: str = "synthetic"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     sequence_length: int = 16  # L; 1 reproduces the original row mode
-    label_horizon: int = 4  # H bars ahead for the direction probe target
+    label_horizon: int = 4  # H bars ahead for the `direction` probe target
+    # Forward probe targets computed at preparation, per horizon H in bars: the sign of the
+    # return from the next bar's open to the close H bars after t (probe ``direction_h<H>``)
+    # and the realised volatility of bars t+1..t+H (``fwd_vol_h<H>``). Each uses bars after
+    # t only; the split purge covers the longest horizon, so no train target reaches val.
+    direction_horizons: list[int] = field(default_factory=lambda: [1, 24])
+    volatility_horizons: list[int] = field(default_factory=lambda: [24])
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     # Windows never span a gap in the bar series longer than this many missing bars.
@@ -137,6 +222,8 @@ class DataConfig:
         self.synthetic.validate(f"{where}.synthetic")
         _check_int(where, "sequence_length", self.sequence_length, 1, 4096)
         _check_int(where, "label_horizon", self.label_horizon, 1, 1000)
+        for key in ("direction_horizons", "volatility_horizons"):
+            _check_horizons(where, key, getattr(self, key))
         _check_float(where, "val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
         _check_float(where, "test_fraction", self.test_fraction, 0.0, 0.5, lo_open=True)
         if self.val_fraction + self.test_fraction >= 0.8:
@@ -157,9 +244,23 @@ class DataConfig:
         _check_float(where, "atr_tp_multiple", self.atr_tp_multiple, 0.0, 100.0, lo_open=True)
 
     @property
+    def target_horizons(self) -> dict[str, int]:
+        """Every prepared forward target (a probe name) and its horizon in bars."""
+        out = {"direction": self.label_horizon}
+        out |= {f"direction_h{h}": h for h in self.direction_horizons}
+        out |= {f"fwd_vol_h{h}": h for h in self.volatility_horizons}
+        return out
+
+    @property
+    def probe_targets(self) -> tuple[str, ...]:
+        """The label probes a dataset prepared from this config can run."""
+        return ("regime", *self.target_horizons)
+
+    @property
     def purge_bars(self) -> int:
-        """Bars left out between consecutive splits: a window plus the label horizon."""
-        return self.sequence_length + self.label_horizon
+        """Bars left out between consecutive splits: a window plus the longest target horizon
+        (so the target of a split's last window never reaches the next split's bars)."""
+        return self.sequence_length + max(self.target_horizons.values())
 
 
 @dataclass
@@ -259,6 +360,10 @@ class EvalConfig:
     # Windows the linear probes are fitted on (train) and scored on (from the val sample),
     # drawn evenly; None = all.
     probe_max_windows: int | None = 4000
+    # The probes reported every epoch (names: PROBE_NAMES_HELP); each label probe needs its
+    # target prepared (data.label_horizon, data.direction_horizons, data.volatility_horizons).
+    # val_probe_mean_lift is the mean of these probes' lifts.
+    probes: list[str] = field(default_factory=lambda: list(DEFAULT_PROBES))
 
     def validate(self, where: str = "eval") -> None:
         _check_float(
@@ -274,11 +379,60 @@ class EvalConfig:
                 )
         _check_int(where, "reference_batch_size", self.reference_batch_size, 2, 65536)
         _check_int(where, "reference_seed", self.reference_seed, 0)
-        _check_choice(where, "objective", self.objective, tuple(OBJECTIVES))
         if self.max_windows is not None:
             _check_int(where, "max_windows", self.max_windows, 10)
         if self.probe_max_windows is not None:
             _check_int(where, "probe_max_windows", self.probe_max_windows, 10)
+        if not isinstance(self.probes, (list, tuple)) or not self.probes:
+            raise _fail(
+                where, "probes", self.probes, f"a non-empty list of probes; {PROBE_NAMES_HELP}"
+            )
+        for name in self.probes:
+            if not isinstance(name, str) or not _PROBE_NAME.match(name):
+                raise _fail(
+                    where, "probes", list(self.probes), f"{name!r} is unknown; {PROBE_NAMES_HELP}"
+                )
+        repeated = sorted({p for p in self.probes if list(self.probes).count(p) > 1})
+        if repeated:
+            raise _fail(where, "probes", list(self.probes), f"{repeated} listed twice")
+        if self.objective not in self.objectives():
+            probe = objective_probe(self.objective)
+            why = f"probe {probe!r} is not configured" if probe is not None else "unknown metric"
+            raise _fail(
+                where,
+                "objective",
+                self.objective,
+                f"{why}; allowed values {list(_FIXED_OBJECTIVES)} or "
+                f"val_probe_<probe>[{'|'.join(s for s in PROBE_OBJECTIVE_SUFFIXES if s)}] for a "
+                f"probe in {where}.probes = {list(self.probes)}",
+            )
+
+    def objectives(self) -> list[str]:
+        """The objectives these probes allow: the reference loss, the mean lift, and each
+        configured probe's score and lifts."""
+        out = list(_FIXED_OBJECTIVES)
+        for probe in self.probes:
+            out += [f"val_probe_{probe}{suffix}" for suffix in PROBE_OBJECTIVE_SUFFIXES]
+        return out
+
+    def check_targets(self, data: DataConfig, where: str = "eval") -> None:
+        """Every configured label probe is prepared by ``data`` (its target column exists)."""
+        available = data.probe_targets
+        for name in self.probes:
+            if probe_kind(name) != "retrieval" and name not in available:
+                kind = (
+                    "direction_horizons"
+                    if name.startswith("direction_h")
+                    else "volatility_horizons"
+                )
+                horizon = name.rsplit("_h", 1)[-1]
+                raise _fail(
+                    where,
+                    "probes",
+                    list(self.probes),
+                    f"{name!r} needs {horizon} in data.{kind} = {getattr(data, kind)}; "
+                    f"probes these data settings prepare: {[*available, 'knn_views']}",
+                )
 
     @property
     def mode(self) -> str:
@@ -302,6 +456,7 @@ class MonolithConfig:
         self.model.validate()
         self.train.validate()
         self.eval.validate()
+        self.eval.check_targets(self.data)
         return self
 
     def to_dict(self) -> dict[str, Any]:

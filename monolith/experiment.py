@@ -49,11 +49,12 @@ def data_fingerprint(
 ) -> dict[str, Any]:
     """What the prepared dataset depends on: the data config and the source files, each by
     location, size and version (S3 ETag or local mtime), listed without reading them."""
-    from monolith.data.prepared import is_prepared_dataset
+    from monolith.data.prepared import FORMAT_VERSION, is_prepared_dataset
     from monolith.data.sources import resolve_sources, source_fingerprint
 
     store = _settings(settings)
-    out: dict[str, Any] = {"data": dataclasses.asdict(cfg.data)}
+    # The prepared layout's version too: a new format re-prepares even for the same config.
+    out: dict[str, Any] = {"data": dataclasses.asdict(cfg.data), "format_version": FORMAT_VERSION}
     source = cfg.data.source
     if source != "synthetic":
         if is_prepared_dataset(source, store):

@@ -47,6 +47,27 @@ def test_seed_best_preset_holds_the_original_hyperparameters():
         ({"model": {"lstm_unit": 64}}, "model.lstm_unit"),
         ({"trainn": {}}, "unknown section(s) ['trainn']"),
         ({"data": {"synthetic": {"symbols": 0}}}, "data.synthetic.symbols = 0"),
+        # probes and the objectives they allow
+        (
+            {"eval": {"objective": "val_probe_fwd_vol_h24_lift", "probes": ["regime"]}},
+            "eval.objective = 'val_probe_fwd_vol_h24_lift' is invalid: probe 'fwd_vol_h24' is "
+            "not configured",
+        ),
+        ({"eval": {"objective": "val_probe_regime_random"}}, "unknown metric"),
+        ({"eval": {"probes": ["regime", "volatility"]}}, "'volatility' is unknown"),
+        ({"eval": {"probes": ["regime", "regime"]}}, "['regime'] listed twice"),
+        ({"eval": {"probes": []}}, "eval.probes = [] is invalid"),
+        (
+            {"eval": {"probes": ["direction_h12"]}},
+            "'direction_h12' needs 12 in data.direction_horizons = [1, 24]",
+        ),
+        (
+            {"data": {"volatility_horizons": [6]}},  # the default probes want fwd_vol_h24
+            "'fwd_vol_h24' needs 24 in data.volatility_horizons = [6]",
+        ),
+        ({"data": {"direction_horizons": [0]}}, "data.direction_horizons = [0]"),
+        ({"data": {"volatility_horizons": 24}}, "data.volatility_horizons = 24"),
+        ({"data": {"direction_horizons": [4, 4]}}, "listed twice"),
     ],
 )
 def test_bad_values_name_the_key_and_the_allowed_values(raw, needle):
@@ -90,3 +111,38 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("model: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_any_configured_probe_score_or_lift_is_an_objective():
+    from monolith.config import DEFAULT_PROBES, OBJECTIVES
+
+    cfg = config_from_dict(
+        {
+            "data": {"direction_horizons": [2], "volatility_horizons": [6, 48]},
+            "eval": {
+                "probes": ["regime", "direction_h2", "fwd_vol_h48", "knn_views"],
+                "objective": "val_probe_fwd_vol_h48_lift_vs_raw",
+            },
+        }
+    )
+    assert cfg.eval.mode == "max"
+    assert cfg.data.purge_bars == cfg.data.sequence_length + 48  # the longest horizon
+    assert cfg.data.target_horizons == {
+        "direction": 4,
+        "direction_h2": 2,
+        "fwd_vol_h6": 6,
+        "fwd_vol_h48": 48,
+    }
+    for objective in ("val_probe_knn_views", "val_probe_direction_h2_lift", "val_ref_ntxent"):
+        assert config_from_dict(
+            {**cfg.to_dict(), "eval": {**cfg.to_dict()["eval"], "objective": objective}}
+        )
+    assert OBJECTIVES["val_ref_ntxent"] == "min" and OBJECTIVES["val_probe_mean_lift"] == "max"
+    assert OBJECTIVES["val_probe_direction_h7_lift_vs_random"] == "max"
+    assert "val_probe_direction_h7_random" not in OBJECTIVES and "val_loss" not in OBJECTIVES
+    assert set(OBJECTIVES) == {
+        "val_ref_ntxent",
+        "val_probe_mean_lift",
+        *(f"val_probe_{p}_lift" for p in DEFAULT_PROBES),
+    }
+    assert MonolithConfig().validate().eval.probes == list(DEFAULT_PROBES)

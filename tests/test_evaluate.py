@@ -1,4 +1,4 @@
-"""Comparable validation metrics and linear probes."""
+"""Comparable validation metrics and the probes: kinds, baselines, fit on train only."""
 
 from __future__ import annotations
 
@@ -7,8 +7,18 @@ import dataclasses
 import numpy as np
 import pytest
 
+import monolith.evaluate as evaluate_module
 from monolith.config import OBJECTIVES, EvalConfig, InputSpec, ModelConfig
-from monolith.evaluate import Evaluator, evaluate_epoch, even_sample, probe_score, raw_features
+from monolith.errors import ConfigError, DataError
+from monolith.evaluate import (
+    Evaluator,
+    evaluate_epoch,
+    even_sample,
+    probe_score,
+    raw_features,
+    retrieval_score,
+    spearman,
+)
 from monolith.model import build_monolith
 
 SPEC = InputSpec(sequence_length=6, n_technical=3, n_instruments=2)
@@ -22,24 +32,42 @@ MODEL = ModelConfig(
     instrument_embedding_dim=2,
 )
 EVAL = EvalConfig(reference_batch_size=32, probe_max_windows=120)
+PROBES = ["regime", "direction", "direction_h1", "direction_h24", "fwd_vol_h24"]
+assert EVAL.probes == PROBES  # the defaults
 
 
-def fake_windows(n: int, seed: int) -> tuple[dict, dict]:
+def fake_windows(n: int, seed: int, vol_offset: float = 0.0) -> tuple[dict, dict]:
+    """Windows whose level carries the regime, whose last bar carries the directions and
+    whose spread carries the volatility; the long horizons are undefined on a few windows
+    (-1 / NaN), as at the end of a symbol's data."""
     rng = np.random.default_rng(seed)
     regime = rng.integers(0, 3, n).astype(np.int32)
     x = rng.normal(size=(n, SPEC.sequence_length, SPEC.n_technical)).astype(np.float32)
     x += (regime[:, None, None] - 1).astype(np.float32)
     direction = (x[:, -1, 1] > 0).astype(np.int32)
+    direction_h24 = (x[:, -1, 0] > 0).astype(np.int32)
+    direction_h24[-7:] = -1
+    fwd_vol = (np.exp(x[:, -1, 2]) + vol_offset).astype(np.float32)
+    fwd_vol[-5:] = np.nan
     return (
         {"technical_input": x, "instrument_input": rng.integers(0, 2, n).astype(np.int32)},
-        {"regime": regime, "direction": direction},
+        {
+            "regime": regime,
+            "direction": direction,
+            "direction_h1": (x[:, -1, 2] > 0).astype(np.int32),
+            "direction_h24": direction_h24,
+            "fwd_vol_h24": fwd_vol,
+            "end_time": np.arange(n, dtype=np.int64),
+        },
     )
 
 
 TRAIN, VAL = fake_windows(200, 0), fake_windows(100, 1)
 
 
-def evaluator(**overrides: object) -> Evaluator:
+def evaluator(
+    eval_cfg: EvalConfig = EVAL, val: tuple = VAL, train: tuple = TRAIN, **overrides: object
+) -> Evaluator:
     settings = {
         "train_temperature": 0.07,
         "train_augmentation": "scaling",
@@ -47,7 +75,7 @@ def evaluator(**overrides: object) -> Evaluator:
         "train_seed": 3,
     }
     settings.update(overrides)
-    return Evaluator(MODEL, EVAL, SPEC, VAL, TRAIN, **settings)  # type: ignore[arg-type]
+    return Evaluator(MODEL, eval_cfg, SPEC, val, train, **settings)  # type: ignore[arg-type]
 
 
 def test_metrics_include_every_objective_and_lifts_over_the_stronger_baseline() -> None:
@@ -55,17 +83,22 @@ def test_metrics_include_every_objective_and_lifts_over_the_stronger_baseline() 
     metrics = evaluate_epoch(model, evaluator())
     assert set(OBJECTIVES) <= set(metrics)
     assert all(np.isfinite(v) for v in metrics.values())
-    for target in ("regime", "direction"):
+    for target in PROBES:
         score = metrics[f"val_probe_{target}"]
         random, raw = metrics[f"val_probe_{target}_random"], metrics[f"val_probe_{target}_raw"]
         assert metrics[f"val_probe_{target}_lift_vs_random"] == pytest.approx(score - random)
         assert metrics[f"val_probe_{target}_lift_vs_raw"] == pytest.approx(score - raw)
         assert metrics[f"val_probe_{target}_lift"] == pytest.approx(score - max(random, raw))
     assert metrics["val_probe_mean_lift"] == pytest.approx(
-        (metrics["val_probe_regime_lift"] + metrics["val_probe_direction_lift"]) / 2
+        np.mean([metrics[f"val_probe_{target}_lift"] for target in PROBES])
     )
     # The raw baseline sees what the fake targets are made of.
-    assert metrics["val_probe_regime_raw"] > 0.8 and metrics["val_probe_direction_raw"] > 0.8
+    for target in PROBES:
+        assert metrics[f"val_probe_{target}_raw"] > 0.8, target
+    # Only the configured probes are reported, with every sibling the report looks for.
+    names = {k.removeprefix("val_probe_") for k in metrics if k.startswith("val_probe_")}
+    suffixes = ("", "_random", "_raw", "_lift", "_lift_vs_random", "_lift_vs_raw")
+    assert names == {"mean_lift"} | {f"{t}{s}" for t in PROBES for s in suffixes}
 
 
 def test_reference_metrics_do_not_depend_on_the_runs_own_settings() -> None:
@@ -87,8 +120,8 @@ def test_reference_metrics_do_not_depend_on_the_runs_own_settings() -> None:
 def test_random_init_baseline_matches_an_untrained_model() -> None:
     untrained = build_monolith(MODEL, SPEC, seed=EVAL.reference_seed)
     metrics = evaluate_epoch(untrained, evaluator())
-    assert metrics["val_probe_regime_lift_vs_random"] == pytest.approx(0.0, abs=1e-9)
-    assert metrics["val_probe_direction_lift_vs_random"] == pytest.approx(0.0, abs=1e-9)
+    for target in PROBES:
+        assert metrics[f"val_probe_{target}_lift_vs_random"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_without_probe_data_probes_use_halves_of_validation() -> None:
@@ -119,3 +152,92 @@ def test_probe_helpers() -> None:
     assert probe_score(x[:100], np.zeros(100, int), x[100:], y[100:], seed=0) == 0.5
     windows = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)
     np.testing.assert_array_equal(raw_features(windows)[0], [4, 5, 2, 3])
+
+
+def test_probes_are_fitted_on_train_windows_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every probe (trained encoder and both baselines) is fitted on the train sample's
+    targets; the validation targets only score. Train volatilities lie far below 1000, val's
+    above it, so a fit that saw a val window would show it."""
+    fitted: list[tuple[str, np.ndarray]] = []
+    real_fit = evaluate_module.fit_probe
+
+    def recording_fit(kind: str, x: np.ndarray, y: np.ndarray, seed: int):  # noqa: ANN202
+        fitted.append((kind, np.array(y)))
+        return real_fit(kind, x, y, seed)
+
+    monkeypatch.setattr(evaluate_module, "fit_probe", recording_fit)
+    val = fake_windows(100, 1, vol_offset=1000.0)
+    ev = evaluator(val=val)
+    evaluate_epoch(build_monolith(MODEL, SPEC, seed=11), ev)
+    pick = even_sample(len(TRAIN[1]["regime"]), EVAL.probe_max_windows)
+    expected = []
+    for target in PROBES:
+        y = TRAIN[1][target][pick]
+        expected.append(y[np.isfinite(y) & (y >= 0)])
+    assert len(fitted) == 3 * len(PROBES)  # random, raw, then the trained encoder
+    for kind, y in fitted:
+        assert any(len(y) == len(e) and np.array_equal(y, e) for e in expected), kind
+    vols = np.concatenate([y for kind, y in fitted if kind == "regression"])
+    assert len(vols) and vols.max() < 1000
+    # Scrambling the val targets changes the scores, never what is fitted.
+    before = [y for _, y in fitted]
+    fitted.clear()
+    scrambled = (val[0], {k: v[::-1].copy() for k, v in val[1].items()})
+    evaluate_epoch(build_monolith(MODEL, SPEC, seed=11), evaluator(val=scrambled))
+    assert all(np.array_equal(a, b) for a, b in zip(before, [y for _, y in fitted], strict=True))
+
+
+def test_windows_without_a_defined_target_are_left_out() -> None:
+    ev = evaluator()
+    n_fit, n_val = len(ev.probe_fit[1]["regime"]), len(ev.probe_val[1]["regime"])
+    (fit_rows, fit_y), (val_rows, val_y) = ev.labels["direction_h24"]
+    assert (fit_y >= 0).all() and (val_y >= 0).all()
+    pick = even_sample(len(TRAIN[1]["regime"]), EVAL.probe_max_windows)
+    undefined = int((TRAIN[1]["direction_h24"][pick] < 0).sum())
+    assert undefined > 0 and n_val == 100  # the val sample is all 100 windows
+    assert len(fit_rows) == n_fit - undefined and len(val_rows) == n_val - 7
+    (_, fit_v), (_, val_v) = ev.labels["fwd_vol_h24"]
+    assert np.isfinite(fit_v).all() and len(val_v) == n_val - 5
+    assert len(ev.labels["regime"][1][0]) == n_val
+
+
+def test_regression_probe_scores_a_latent_that_encodes_the_target_above_noise() -> None:
+    rng = np.random.default_rng(0)
+    target = np.exp(rng.normal(size=600))  # positive and heavy-tailed, like volatility
+    noise = rng.normal(size=(600, 8))
+    encodes = noise.copy()
+    encodes[:, 3] += 2.0 * np.log(target)
+    fit, val = slice(0, 400), slice(400, 600)
+    good = probe_score(encodes[fit], target[fit], encodes[val], target[val], 0, "regression")
+    bad = probe_score(noise[fit], target[fit], noise[val], target[val], 0, "regression")
+    assert good > 0.8 and abs(bad) < 0.2
+    assert spearman(np.arange(5.0), np.full(5, 2.0)) == 0.0  # constant: nothing ranked
+    assert spearman(np.arange(5.0), np.arange(5.0) ** 3) == pytest.approx(1.0)
+
+
+def test_knn_views_retrieval_probe() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(96, 6))
+    assert retrieval_score(a, a + 0.01 * rng.normal(size=a.shape), 32) == 1.0
+    assert retrieval_score(a, rng.normal(size=a.shape), 32) < 0.2  # chance is 1/32
+    cfg = dataclasses.replace(EVAL, probes=["regime", "knn_views"])
+    metrics = evaluate_epoch(build_monolith(MODEL, SPEC, seed=EVAL.reference_seed), evaluator(cfg))
+    assert 0.0 <= metrics["val_probe_knn_views"] <= 1.0
+    assert metrics["val_probe_knn_views_lift_vs_random"] == pytest.approx(0.0, abs=1e-9)
+    assert metrics["val_probe_mean_lift"] == pytest.approx(
+        (metrics["val_probe_regime_lift"] + metrics["val_probe_knn_views_lift"]) / 2
+    )
+    assert "val_probe_direction" not in metrics
+
+
+def test_a_probe_the_data_cannot_serve_is_refused() -> None:
+    bare = (VAL[0], {k: VAL[1][k] for k in ("regime", "direction")})
+    with pytest.raises(DataError, match=r"probe 'direction_h1': the val windows carry no"):
+        evaluator(val=bare)
+    undefined = (VAL[0], {**VAL[1], "fwd_vol_h24": np.full(100, np.nan, np.float32)})
+    with pytest.raises(DataError, match=r"probe 'fwd_vol_h24': 0 of the 100 val windows"):
+        evaluator(val=undefined)
+    # An unvalidated config whose objective names a probe it does not run.
+    cfg = dataclasses.replace(EVAL, probes=["regime"], objective="val_probe_direction_lift")
+    with pytest.raises(ConfigError, match="probe 'direction' is not in eval.probes"):
+        evaluator(cfg)

@@ -17,6 +17,9 @@ from monolith.data.features import (
     add_technical_indicators,
     filtered_state_probabilities,
     fit_regime_hmm,
+    forward_return_sign,
+    forward_targets,
+    forward_volatility,
     predict_regimes,
 )
 from monolith.data.ingest import read_market_data
@@ -255,3 +258,82 @@ def test_real_data_features_and_regimes(shared_data_dir: Path) -> None:
     labels = predict_regimes(model, frame)
     assert len(labels) == len(frame)
     assert np.bincount(labels, minlength=3).min() > 0.05 * len(frame)
+
+
+# --------------------------------------------------------------------------------------------
+# Forward targets: bars after t only
+
+FORWARD = {"direction_h": forward_return_sign, "fwd_vol_h": forward_volatility}
+
+
+def _path(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
+    open_ = np.r_[100.0, close[:-1]] * np.exp(rng.normal(0.0, 0.002, n))  # small gaps
+    return open_, close, np.zeros(n, dtype=np.int64)
+
+
+@pytest.mark.parametrize("prefix", sorted(FORWARD))
+@pytest.mark.parametrize("horizon", [1, 4, 24])
+def test_forward_target_at_t_uses_bars_t_plus_1_to_t_plus_h_only(prefix: str, horizon: int) -> None:
+    open_, close, segment = _path()
+    target = FORWARD[prefix]
+    base = target(open_, close, segment, horizon)
+    t = 150
+    # Rewriting every bar up to and including t leaves the target at t exactly as it was ...
+    past_open, past_close = open_.copy(), close.copy()
+    past_open[: t + 1] *= 3.0
+    past_close[: t + 1] *= np.linspace(0.2, 5.0, t + 1)
+    assert target(past_open, past_close, segment, horizon)[t] == base[t]
+    # ... and so does rewriting bars after t + H.
+    late_open, late_close = open_.copy(), close.copy()
+    late_open[t + horizon + 1 :] *= 3.0
+    late_close[t + horizon + 1 :] *= 0.3
+    assert target(late_open, late_close, segment, horizon)[t] == base[t]
+    # A change at bar t+1 does reach it: the next open is where the forward path starts.
+    moved_open = open_.copy()
+    moved_open[t + 1] = close[t + horizon] * (1.5 if base[t] == 1.0 else 0.5)
+    assert target(moved_open, close, segment, horizon)[t] != base[t]
+
+
+@pytest.mark.parametrize("prefix", sorted(FORWARD))
+def test_forward_target_is_undefined_past_the_end_and_across_a_gap(prefix: str) -> None:
+    open_, close, segment = _path(100)
+    horizon = 5
+    values = FORWARD[prefix](open_, close, segment, horizon)
+    assert np.isnan(values[-horizon:]).all() and np.isfinite(values[:-horizon]).all()
+    segment[60:] = 1  # a gap before bar 60: no target of a bar before it may reach it
+    values = FORWARD[prefix](open_, close, segment, horizon)
+    assert np.isnan(values[60 - horizon : 60]).all()
+    assert np.isfinite(values[: 60 - horizon]).all() and np.isfinite(values[60:-horizon]).all()
+
+
+def test_forward_values_are_what_their_names_say() -> None:
+    open_, close, segment = _path(50)
+    h = 3
+    sign = forward_return_sign(open_, close, segment, h)
+    vol = forward_volatility(open_, close, segment, h)
+    for t in (0, 10, 40):
+        assert sign[t] == float(close[t + h] > open_[t + 1])
+        path = np.log(np.r_[open_[t + 1], close[t + 1 : t + h + 1]])
+        assert vol[t] == pytest.approx(np.sqrt(np.mean(np.diff(path) ** 2)), rel=1e-12)
+
+
+def test_forward_targets_stay_within_each_symbol(raw: pd.DataFrame) -> None:
+    frame = raw.assign(segment=0)
+    blocks = [
+        (s, int(idx[0]), int(idx[-1]) + 1)
+        for s, idx in frame.groupby("symbol", sort=True).indices.items()
+    ]
+    out = forward_targets(frame, blocks, [1, 6], [6])
+    assert sorted(out) == ["direction_h1", "direction_h6", "fwd_vol_h6"]
+    for _, start, stop in blocks:
+        assert np.isnan(out["fwd_vol_h6"][stop - 6 : stop]).all()
+        assert np.isfinite(out["fwd_vol_h6"][start : stop - 6]).all()
+        one = frame.iloc[start:stop]
+        np.testing.assert_array_equal(
+            out["direction_h6"][start:stop],
+            forward_return_sign(
+                one["open"].to_numpy(), one["close"].to_numpy(), np.zeros(stop - start), 6
+            ),
+        )

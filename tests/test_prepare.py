@@ -13,11 +13,17 @@ import pytest
 from monolith.config import DataConfig, SyntheticConfig
 from monolith.data.features import TECHNICAL_COLUMNS
 from monolith.data.prepare import prepare_dataset
+from monolith.data.prepared import FORMAT_VERSION
 from monolith.data.windows import METADATA_FILE, Shard, WindowSource, load_prepared_frame
 from monolith.errors import DataError
 
 L = 8
 H = 3
+# Forward probe targets. The longest horizon is what the purge must cover; it exceeds L + H,
+# so a purge of a window plus the label horizon alone would let train targets reach val.
+DIRECTIONS = [1, 6]
+VOLATILITIES = [24]
+LONGEST = 24
 
 
 def _cfg(**kw) -> DataConfig:
@@ -28,6 +34,8 @@ def _cfg(**kw) -> DataConfig:
         ),
         sequence_length=L,
         label_horizon=H,
+        direction_horizons=DIRECTIONS,
+        volatility_horizons=VOLATILITIES,
     )
     base.update(kw)
     cfg = DataConfig(**base)
@@ -57,7 +65,21 @@ def test_metadata_describes_the_dataset(prepared):
         "cot_dim": 0,
     }
     assert sorted(meta["instruments"].values()) == [0, 1, 2]
-    assert meta["purge_bars"] == L + H
+    assert meta["format_version"] == FORMAT_VERSION == 3
+    assert meta["purge_bars"] == L + LONGEST
+    assert meta["target_horizons"] == {
+        "direction": H,
+        "direction_h1": 1,
+        "direction_h6": 6,
+        "fwd_vol_h24": 24,
+    }
+    assert meta["features"]["targets"] == {
+        "regime": "hmm_regime",
+        "direction": "target_direction",
+        "direction_h1": "target_direction_h1",
+        "direction_h6": "target_direction_h6",
+        "fwd_vol_h24": "target_fwd_vol_h24",
+    }
     for sym, bounds in meta["splits"].items():
         assert bounds["train"]["end"] < bounds["val"]["start"] < bounds["val"]["end"]
         assert bounds["val"]["end"] < bounds["test"]["start"]
@@ -117,6 +139,78 @@ def test_hmm_never_sees_val_or_test_rows(tmp_path):
     train = fa["split"] == "train"
     np.testing.assert_array_equal(fa.loc[train, "hmm_regime"], fb.loc[train, "hmm_regime"])
     assert not np.allclose(fa.loc[~train, "close"], fb.loc[~train, "close"])
+
+
+def test_no_target_of_a_split_reaches_the_next_split(prepared):
+    """Every defined target at a row of a split uses bars of that split or of the purge after
+    it, never the next split's: the purge covers the longest horizon."""
+    frame = load_prepared_frame(prepared)
+    meta = json.loads((prepared / METADATA_FILE).read_text())
+    for _, rows in frame.groupby("symbol"):
+        split = rows["split"].to_numpy()
+        for name, horizon in meta["target_horizons"].items():
+            defined = np.flatnonzero(np.isfinite(rows[meta["features"]["targets"][name]]))
+            defined = defined[split[defined] != "purge"]  # no window ends in a purge
+            for h in range(1, horizon + 1):
+                later = split[defined + h]
+                assert ((later == split[defined]) | (later == "purge")).all(), (name, h)
+        # the longest horizon does reach into the purge: the check above has teeth
+        last_train = np.flatnonzero(split == "train")[-1]
+        assert np.isfinite(rows["target_fwd_vol_h24"].iloc[last_train])
+        assert split[last_train + LONGEST] == "purge"
+
+
+def test_prepared_targets_are_the_forward_targets_of_the_prepared_bars(prepared):
+    from monolith.data.features import forward_return_sign, forward_volatility
+
+    frame = load_prepared_frame(prepared)
+    for _, rows in frame.groupby("symbol"):
+        o, c, seg = (rows[k].to_numpy() for k in ("open", "close", "segment"))
+        np.testing.assert_array_equal(
+            rows["target_direction_h6"].to_numpy(), forward_return_sign(o, c, seg, 6)
+        )
+        np.testing.assert_array_equal(
+            rows["target_fwd_vol_h24"].to_numpy(), forward_volatility(o, c, seg, 24)
+        )
+
+
+def test_samples_carry_every_probe_target_by_name(prepared):
+    src = WindowSource(prepared, samples={"val": None, "train": 50})
+    frame = load_prepared_frame(prepared)
+    _, targets = src.arrays("val")
+    assert set(targets) == {
+        "regime", "direction", "direction_h1", "direction_h6", "fwd_vol_h24", "end_time"
+    }  # fmt: skip
+    assert targets["direction_h6"].dtype == np.int32 and targets["fwd_vol_h24"].dtype == np.float32
+    # each sample's targets are its last bar's row (found by its end time and instrument)
+    symbols = {n: s for s, n in src.metadata["instruments"].items()}
+    feats, _ = src.arrays("val")
+    keyed = frame.set_index(["symbol", "timestamp"])
+    for i in range(0, len(targets["regime"]), 37):
+        when = pd.Timestamp(targets["end_time"][i], tz="UTC")
+        row = keyed.loc[(symbols[int(feats["instrument_input"][i])], when)]
+        for name in ("direction_h1", "direction_h6"):
+            expected = row[f"target_{name}"]
+            assert targets[name][i] == (-1 if np.isnan(expected) else int(expected))
+        np.testing.assert_allclose(targets["fwd_vol_h24"][i], row["target_fwd_vol_h24"], rtol=1e-6)
+    # a horizon longer than the label's runs past a symbol's last windows: -1 / NaN there
+    _, test_targets = WindowSource(prepared, samples={"test": None}).arrays("test")
+    assert (test_targets["direction_h6"] == -1).sum() == 3 * (6 - H)
+    assert np.isnan(test_targets["fwd_vol_h24"]).sum() == 3 * (LONGEST - H)
+    # the training stream carries what training reads, not the probe targets
+    assert set(src._rows) == {"instrument", "regime", "direction", "embeddings_input", "mcp_input"}
+
+
+def test_a_dataset_of_an_older_format_is_refused(prepared, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(prepared, old)
+    meta = json.loads((old / METADATA_FILE).read_text())
+    meta["format_version"] = 2
+    (old / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="format 2; this version reads format 3"):
+        WindowSource(old)
 
 
 def _all_windows(prepared: Path, split: str, **kw) -> WindowSource:

@@ -33,7 +33,8 @@ TRAIN = TrainConfig(batch_size=16, epochs=3, learning_rate=3e-3, augmentation_ty
 
 
 def fake_windows(n: int, seed: int = 0, spec: InputSpec = SPEC) -> tuple[dict, dict]:
-    """Windows whose level carries the regime and whose last bar carries the direction."""
+    """Windows whose level carries the regime, whose last bar carries the directions and
+    whose spread carries the forward volatility (the default probes' targets)."""
     rng = np.random.default_rng(seed)
     regime = rng.integers(0, 3, n).astype(np.int32)
     x = rng.normal(size=(n, spec.sequence_length, spec.n_technical)).astype(np.float32)
@@ -42,7 +43,13 @@ def fake_windows(n: int, seed: int = 0, spec: InputSpec = SPEC) -> tuple[dict, d
     instrument = rng.integers(0, spec.n_instruments, n).astype(np.int32)
     return (
         {"technical_input": x, "instrument_input": instrument},
-        {"regime": regime, "direction": direction},
+        {
+            "regime": regime,
+            "direction": direction,
+            "direction_h1": (x[:, -1, 1] > 0).astype(np.int32),
+            "direction_h24": (x[:, -1, 2] > 0).astype(np.int32),
+            "fwd_vol_h24": x.std(axis=1)[:, 3],
+        },
     )
 
 
@@ -82,6 +89,9 @@ def test_tiny_run_decreases_training_loss_and_reports_every_metric() -> None:
         "val_uniformity",
         "val_probe_regime_lift",
         "val_probe_direction_lift",
+        "val_probe_direction_h1_lift",
+        "val_probe_direction_h24_lift",
+        "val_probe_fwd_vol_h24_lift",
         "val_probe_mean_lift",
         "val_probe_regime_lift_vs_random",
         "val_probe_regime_lift_vs_raw",

@@ -4,7 +4,8 @@ The work is split by what it needs to see:
 
 - per symbol (``SymbolGroup``): read and clean its rows, TA-Lib indicators, gap segments,
   purged splits, its share of the regime-HMM fit sample, then (once the HMM is fitted)
-  regime decoding, SL/TP levels, the direction target, its scaler, and writing its partition;
+  regime decoding, SL/TP levels, the probe targets (``direction`` and the forward targets,
+  ``monolith.data.features.forward_targets``), its scaler, and writing its partition;
 - central, on small summaries only: the instrument map (every symbol, sorted), the regime HMM
   fitted on the pooled sample (``monolith.data.features.regime_fit_quotas``: every train row
   up to ``data.hmm_fit_max_rows``, else a documented deterministic subsample), and the merged
@@ -49,18 +50,21 @@ from monolith.data.features import (
     add_levels,
     add_technical_indicators,
     fit_regime_hmm_sequences,
+    forward_targets,
     predict_regimes,
     regime_fit_quotas,
     regime_fit_sequences,
 )
 from monolith.data.prepared import (
     DRIFT_REFERENCE,
+    FORMAT_VERSION,
     METADATA_FILE,
     SCALERS_JSON,
     SCALERS_PKL,
     SPLIT_CODES,
     is_prepared_dataset,
     partition_path,
+    target_column,
 )
 from monolith.data.sources import SourceFile, resolve_sources
 from monolith.data.splits import (
@@ -79,7 +83,6 @@ from monolith.uri import Location, parse_uri
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
 TRAIN = SPLIT_NAMES.index("train")
 EMBEDDING_COLUMN = "llm_embedding"
 _MCP = re.compile(r"^mcp_feature_\d+$")
@@ -172,7 +175,7 @@ class SymbolGroup:
             "train_rows": {s: int(boundaries[s]["train"]["rows"]) for s in symbols},
             "cleaning": cleaning,
             "feature_engineering": feature_report,
-            "features": _feature_columns(frame),
+            "features": _feature_columns(frame, cfg),
             "splits": boundaries,
         }
 
@@ -194,13 +197,18 @@ class SymbolGroup:
         return regime_fit_sequences(self._loaded(), self.codes == TRAIN, quotas)
 
     def derive(self, instruments: dict[str, int], reference_rows: dict[str, int]) -> None:
-        """What needs no regimes: SL/TP levels, the direction target, instrument ids, scalers,
+        """What needs no regimes: SL/TP levels, the probe targets, instrument ids, scalers,
         window counts and the symbols' share of the drift reference (``reference_rows``
         scaled train rows each, evenly spaced); kept here until ``finish``."""
         t = time.perf_counter()
         cfg = self.cfg
         frame = add_levels(self._loaded(), cfg.atr_sl_multiple, cfg.atr_tp_multiple)
-        frame["target_direction"] = _direction_target(frame, cfg.label_horizon, self.blocks)
+        frame[target_column("direction")] = _direction_target(frame, cfg.label_horizon, self.blocks)
+        forward = forward_targets(
+            frame, self.blocks, cfg.direction_horizons, cfg.volatility_horizons
+        )
+        for name, values in forward.items():
+            frame[target_column(name)] = values
         ids = np.empty(len(frame), dtype=np.int32)
         for symbol, start, stop in self.blocks:
             ids[start:stop] = instruments[symbol]
@@ -212,7 +220,7 @@ class SymbolGroup:
             ids,
             frame["segment"].to_numpy(),
             self.codes,
-            ~np.isnan(frame["target_direction"].to_numpy()),
+            ~np.isnan(frame[target_column("direction")].to_numpy()),
             cfg.sequence_length,
         )
         per_code = np.bincount(self.codes[ends], minlength=len(SPLIT_NAMES))
@@ -321,7 +329,7 @@ def _direction_target(
     return target
 
 
-def _feature_columns(frame: pd.DataFrame) -> dict:
+def _feature_columns(frame: pd.DataFrame, cfg: DataConfig) -> dict:
     mcp = sorted(c for c in frame.columns if _MCP.match(c))
     cot = sorted(c for c in frame.columns if _COT.match(c))
     embedding_dim = 0
@@ -336,8 +344,14 @@ def _feature_columns(frame: pd.DataFrame) -> dict:
         "embedding_dim": embedding_dim,
         "mcp": mcp,
         "cot": cot,
-        "targets": {"regime": "hmm_regime", "direction": "target_direction"},
-        "not_model_inputs": ["hmm_regime", "level_sl", "level_tp", "target_direction"],
+        # Probe name -> its column (hmm_regime, then target_<probe>: see features.py).
+        "targets": {name: target_column(name) for name in cfg.probe_targets},
+        "not_model_inputs": [
+            "hmm_regime",
+            "level_sl",
+            "level_tp",
+            *(target_column(name) for name in cfg.target_horizons),
+        ],
     }
 
 
@@ -782,6 +796,7 @@ def merge_metadata(
         "instruments": instruments,
         "sequence_length": cfg.sequence_length,
         "label_horizon": cfg.label_horizon,
+        "target_horizons": cfg.target_horizons,
         "purge_bars": cfg.purge_bars,
         "gap_tolerance_bars": cfg.gap_tolerance_bars,
         "splits": {s: boundaries[s] for s in symbols},

@@ -25,6 +25,10 @@ from monolith.uri import Location, parse_uri
 if TYPE_CHECKING:  # storage imports artifacts, which names this module's files
     from monolith.storage import StorageSettings
 
+# The layout's version, recorded in the metadata. 3: forward probe targets (one column per
+# ``target_<probe>``, ``target_horizons`` in the metadata) and a purge covering the longest
+# horizon. Readers refuse older datasets rather than run without those columns.
+FORMAT_VERSION = 3
 METADATA_FILE = "data_processing_metadata.json"
 SCALERS_JSON = "scalers.json"
 SCALERS_PKL = "scalers.pkl"
@@ -41,6 +45,12 @@ INSTRUMENT_COLUMN = "instrument_id"
 REGIME_COLUMN = "hmm_regime"
 DIRECTION_COLUMN = "target_direction"
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "purge": 3}
+
+
+def target_column(probe: str) -> str:
+    """The prepared column holding a label probe's target: ``regime`` -> ``hmm_regime``,
+    ``direction`` -> ``target_direction``, ``fwd_vol_h24`` -> ``target_fwd_vol_h24``."""
+    return REGIME_COLUMN if probe == "regime" else f"target_{probe}"
 
 
 def safe_name(symbol: str) -> str:

@@ -4,7 +4,8 @@ Layout of each symbol's rows (after indicator warm-up is dropped)::
 
     [ train ........ | purge | val .... | purge | test .... ]
 
-The purge gap is ``sequence_length + label_horizon`` bars, so no window or label of one split
+The purge gap is ``sequence_length`` + the longest target horizon (``label_horizon`` and
+the probes' forward horizons) bars, so no window or label of one split
 ever touches a row of the next. Scalers are fitted per symbol on that symbol's train rows only
 (prices of different instruments live on different scales), and every fitted scaler is an
 affine map ``(x - offset) / scale`` whose parameters are saved as plain JSON.

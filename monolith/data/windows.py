@@ -22,7 +22,9 @@ Element structure of the pipeline and the samples: ``(features, targets)`` with
 ``features["instrument_input"]`` int32 [B], and, where present, ``embeddings_input`` [B, E],
 ``mcp_input`` [B, M], ``cot_input`` [B, C] taken at the window's last bar;
 ``targets["regime"]`` int32 [B] and ``targets["direction"]`` int32 [B] (1 when the close H
-bars later is higher).
+bars later is higher). The samples also carry every other prepared probe target, by probe
+name (``direction_h<H>`` int32, -1 where the horizon runs past the data; ``fwd_vol_h<H>``
+float32, NaN there) and ``end_time``; the training stream carries regime and direction only.
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from monolith.config import InputSpec
+from monolith.config import InputSpec, probe_kind
 from monolith.data.prepared import (
     DATASET_DIR,
     DIRECTION_COLUMN,
+    FORMAT_VERSION,
     METADATA_FILE,
     REGIME_COLUMN,
     SCALERS_JSON,
@@ -75,6 +78,9 @@ __all__ = [
 ]
 
 FIT_SPLITS = {"train": ("train",), "train+val": ("train", "val")}
+# What the fit split keeps per row (the training stream's targets; extra probe targets and
+# end times are read for the evaluation samples only).
+_FIT_ROWS = ("instrument", "regime", "direction", "embeddings_input", "mcp_input", "cot_input")
 _READ_THREADS = 4
 
 
@@ -187,18 +193,30 @@ class WindowSource:
         self.settings = settings
         self.shard = shard
         self.metadata = read_json_file(self.location, METADATA_FILE, settings)
+        version = self.metadata.get("format_version")
+        if version != FORMAT_VERSION:
+            raise DataError(
+                f"{self.location} is a prepared dataset of format {version}; this version reads "
+                f"format {FORMAT_VERSION} (forward probe targets, a purge covering their "
+                "horizons): prepare it again with `monolith data prepare --overwrite`"
+            )
         self._scalers = read_json_file(self.location, SCALERS_JSON, settings)
         feats = self.metadata["features"]
         self.technical_columns: list[str] = feats["technical"]
         self.sequence_length = int(sequence_length or self.metadata["sequence_length"])
-        if self.sequence_length > int(self.metadata["purge_bars"]) - int(
-            self.metadata["label_horizon"]
-        ):
+        horizon = max(self.metadata["target_horizons"].values())
+        if self.sequence_length > int(self.metadata["purge_bars"]) - horizon:
             raise DataError(
                 f"sequence_length {self.sequence_length} exceeds the purge gap this dataset was "
-                f"prepared with ({self.metadata['purge_bars']} bars incl. label horizon "
-                f"{self.metadata['label_horizon']}); re-prepare with the longer window"
+                f"prepared with ({self.metadata['purge_bars']} bars incl. the longest target "
+                f"horizon {horizon}); re-prepare with the longer window"
             )
+        # Probe targets beyond regime and direction: only the evaluation samples carry them.
+        self.extra_targets = {
+            name: column
+            for name, column in feats["targets"].items()
+            if name not in ("regime", "direction")
+        }
         if fit_split is not None and fit_split not in FIT_SPLITS:
             raise DataError(f"fit split {fit_split!r} is not one of {list(FIT_SPLITS)}")
         for split in samples or {}:
@@ -336,6 +354,8 @@ class WindowSource:
         L = self.sequence_length
         columns = [*self.technical_columns, REGIME_COLUMN, DIRECTION_COLUMN, TIMESTAMP_COLUMN]
         columns += [c for names in self.extra_inputs.values() for c in names]
+        if sample_ends:
+            columns += list(self.extra_targets.values())
 
         def one(ix: _SymbolIndex) -> tuple[dict, dict[str, dict]]:
             runs = fit_rows[ix.symbol]
@@ -355,7 +375,7 @@ class WindowSource:
                     offset += b - a
                 fit = {
                     "technical": scaled[take],
-                    "rows": {k: v[take] for k, v in rows.items() if k != "end_time"},
+                    "rows": {k: v[take] for k, v in rows.items() if k in _FIT_ROWS},
                     "ends": np.concatenate(ends) if ends else np.empty(0, dtype=np.int64),
                 }
             picked: dict[str, dict] = {}
@@ -422,6 +442,14 @@ class WindowSource:
             "regime": table.column(REGIME_COLUMN).to_numpy(zero_copy_only=False).astype(np.int32),
             "direction": np.nan_to_num(direction.astype(np.float64), nan=-1).astype(np.int32),
         }
+        for name, column in self.extra_targets.items():
+            if column not in table.column_names:
+                continue  # only the samples read them
+            values = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+            if probe_kind(name) == "classification":
+                rows[name] = np.nan_to_num(values, nan=-1).astype(np.int32)
+            else:
+                rows[name] = values.astype(np.float32)
         for key, names in self.extra_inputs.items():
             if key == "embeddings_input":
                 values = table.column(names[0]).to_pylist()
@@ -432,8 +460,7 @@ class WindowSource:
                 ).astype(np.float32)
         return rows
 
-    @staticmethod
-    def _as_batch(technical: np.ndarray, rows: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    def _as_batch(self, technical: np.ndarray, rows: dict[str, np.ndarray]) -> tuple[dict, dict]:
         n = len(technical)
         features = {
             "technical_input": technical,
@@ -448,6 +475,9 @@ class WindowSource:
             # ns since the epoch, UTC: the window's last bar
             "end_time": rows.get("end_time", np.empty(n, dtype=np.int64)),
         }
+        for name in self.extra_targets:
+            kind = np.int32 if probe_kind(name) == "classification" else np.float32
+            targets[name] = rows.get(name, np.empty(n, dtype=kind))
         return features, targets
 
     # -- sizes -------------------------------------------------------------------------------
