@@ -287,7 +287,7 @@ def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
 
-def _check_segment(what: str, value: str) -> None:
+def check_segment(what: str, value: str) -> None:
     if not isinstance(value, str) or not _SEGMENT.fullmatch(value) or value in _RESERVED:
         raise ConfigError(
             f"{what} = {value!r} is invalid: 1-128 letters, digits, '.', '_', '=', '-', starting "
@@ -1051,8 +1051,8 @@ def publish_bundle(
     folder: the bundle is then copied atomically and ``latest.json`` written the same way.
     """
     bundle_dir = Path(bundle_dir)
-    _check_segment("experiment", experiment)
-    _check_segment("run_id", run_id)
+    check_segment("experiment", experiment)
+    check_segment("run_id", run_id)
     entries = _bundle_entries(bundle_dir)
     manifest_sha = sha256_file(bundle_dir / MANIFEST_FILE)
     if not is_s3_uri(dest_uri):
@@ -1197,8 +1197,8 @@ def promote_bundle(
     pulling it and verifying every file; returns the bundle's URI."""
     from monolith.uri import join as join_uri
 
-    _check_segment("experiment", experiment)
-    _check_segment("run_id", run_id)
+    check_segment("experiment", experiment)
+    check_segment("run_id", run_id)
     uri = join_uri(dest_uri, experiment, run_id)
     with tempfile.TemporaryDirectory(prefix="monolith-promote-") as tmp:
         pulled = pull_bundle(uri, Path(tmp) / "bundle", settings)

@@ -9,8 +9,8 @@ RayCluster, submitted through the Ray Jobs API by ``ray_jobs/pipeline_steps.py``
     tune      the tune job (Ray Tune + OptunaSearch over Ray Train trials); outputs
               best_config.json (Artifact) and Metrics (best objective, trials, stop reasons)
     final     the final job on the best config, published WITHOUT touching latest.json;
-              outputs the bundle as a Model artifact (its URI is the published bundle) and
-              the test metrics
+              outputs the test metrics and where the bundle went; an importer then makes
+              it the run's Model artifact (its URI is the published bundle)
     gate      dsl.If the test objective passes `threshold`: promote the run (latest.json)
 
 Credentials never travel as parameters: the S3 keys and the Ray token come from Kubernetes
@@ -58,15 +58,16 @@ def validate(
     storage: str,
     output: str,
     num_samples: int,
+    objective: str,
 ) -> str:
     """Everything the jobs need, checked before Ray is asked for anything; returns the
     experiment's name."""
     from ray_jobs.pipeline_steps import experiment_name, one_line_errors
     from ray_jobs.pipeline_steps import validate as check
 
-    name = experiment_name(experiment, run_id)
     with one_line_errors():
-        check(config, working_dir, name, data_source, storage, output, num_samples)
+        name = experiment_name(experiment, run_id)
+        check(config, working_dir, name, data_source, storage, output, num_samples, objective)
     print(f"valid: experiment {name}, config {config}")
     return name
 
@@ -111,11 +112,11 @@ def final(
     output: str,
     objective: str,
     threshold: float,
-    model: Output[Model],
     metrics: Output[Metrics],
+    bundle_uri: dsl.OutputPath(str),
 ) -> bool:
-    """The final job; the Model artifact's URI is the published (not yet latest) bundle.
-    Returns whether its test objective passes ``threshold`` (the gate's condition)."""
+    """The final job; writes where the bundle was published (not yet latest) and returns
+    whether its test objective passes ``threshold`` (the gate's condition)."""
     from ray_jobs.pipeline_steps import final as run_final
     from ray_jobs.pipeline_steps import one_line_errors
 
@@ -130,33 +131,29 @@ def final(
             objective,
             threshold,
         )
-    model.uri = done.bundle_uri
-    model.metadata.update(
-        {
-            "run_id": done.run_id,
-            "manifest_sha256": done.manifest_sha256,
-            "experiment": experiment,
-            "experiment_uri": experiment_uri,
-            "framework": "keras",
-            done.objective: done.value,
-        }
-    )
+    with open(bundle_uri, "w") as f:
+        f.write(done.bundle_uri)
+    import math
+
     for key, value in done.test_metrics.items():
-        metrics.log_metric(key, value)
+        if math.isfinite(value):  # a diverged run's NaN is not JSON the backend can read
+            metrics.log_metric(key, value)
     verdict = "passes" if done.passes else "does not pass"
     print(f"{done.objective} = {done.value:.4f} {verdict} the threshold {threshold}")
     return done.passes
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def promote(config: str, working_dir: str, output: str, model: Input[Model]) -> str:
-    """The gate's action: latest.json -> the verified run of ``model``; returns its URI."""
+def promote(
+    config: str, working_dir: str, output: str, experiment: str, model: Input[Model]
+) -> str:
+    """The gate's action: latest.json -> the verified run ``model`` is; returns its URI."""
     from ray_jobs.pipeline_steps import one_line_errors
     from ray_jobs.pipeline_steps import promote as run_promote
 
-    run = model.metadata
+    run_id = model.uri.rstrip("/").rsplit("/", 1)[-1]  # <output>/<experiment>/<run_id>
     with one_line_errors():
-        uri = run_promote(config, working_dir, output, run["experiment"], run["run_id"])
+        uri = run_promote(config, working_dir, output, experiment, run_id)
     print(f"promoted {uri}")
     return uri
 
@@ -240,6 +237,7 @@ def monolith_pipeline(
             storage=storage,
             output=output,
             num_samples=num_samples,
+            objective=objective,
         )
     ).set_display_name("validate")
     tuned = _ray_env(
@@ -265,13 +263,23 @@ def monolith_pipeline(
             threshold=threshold,
         )
     ).set_display_name("final")
+    # The published bundle as the run's Model artifact: its URI is the bundle itself (an
+    # importer records an existing object; an output artifact would be uploaded under the
+    # pipeline root instead).
+    bundle = dsl.importer(
+        artifact_uri=trained.outputs["bundle_uri"],
+        artifact_class=Model,
+        reimport=True,
+        metadata={"framework": "keras", "format": "monolith bundle (manifest.json)"},
+    ).set_display_name("model")
     with dsl.If(trained.outputs["Output"] == True, name="passes-threshold"):  # noqa: E712
         _storage_env(
             promote(
                 config=config,
                 working_dir=working_dir,
                 output=output,
-                model=trained.outputs["model"],
+                experiment=checked.output,
+                model=bundle.output,
             )
         ).set_display_name("gate: promote")
 

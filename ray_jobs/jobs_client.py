@@ -10,6 +10,7 @@ pipeline run, a deleted pod) stops its Ray job too, instead of leaving it holdin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import signal
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 # What never travels with a job's working_dir (the same list as the Makefile's).
 EXCLUDES = [".venv", ".venv-k8s", ".git", "runs", "*.egg-info", "__pycache__"]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# Consecutive failed polls (with backoff, ~5 minutes) before the job counts as lost.
+MAX_POLL_MISSES = 12
 
 
 class JobFailed(MonolithError):
@@ -86,28 +89,44 @@ def run_job(
     log.info("submitted %s to %s as %s: %s", name, address, job_id, shlex.join(entrypoint))
 
     def stop(signum: int, _frame: Any) -> None:
-        client.stop_job(job_id)
-        log.warning("stopped Ray job %s (signal %d)", job_id, signum)
-        sys.exit(128 + signum)
+        log.warning("signal %d: stopping Ray job %s", signum, job_id)
+        sys.exit(128 + signum)  # the finally below stops the job
 
     previous = signal.signal(signal.SIGTERM, stop)
-    shown = 0
+    shown, status, logs, misses = 0, "PENDING", "", 0
     deadline = time.monotonic() + timeout_s
+    finished = False
     try:
         while True:
-            status = str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
-            logs = client.get_job_logs(job_id)
+            try:
+                status = str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
+                logs = client.get_job_logs(job_id)
+                misses = 0
+            except Exception as exc:  # noqa: BLE001 - a head restarting, a dropped connection
+                misses += 1
+                if misses > MAX_POLL_MISSES:
+                    raise JobFailed(
+                        f"{name}: lost Ray job {job_id} at {address} ({misses} polls failed: "
+                        f"{type(exc).__name__}: {exc})"
+                    ) from None
+                log.warning("polling Ray job %s failed (%s); retrying", job_id, exc)
+                time.sleep(min(30.0, poll_s * 2**misses))
+                continue
             if len(logs) > shown:
                 echo(logs[shown:])
                 shown = len(logs)
             if status in TERMINAL:
+                finished = True
                 break
             if time.monotonic() > deadline:
-                client.stop_job(job_id)
                 raise JobFailed(f"{name}: Ray job {job_id} ran past {timeout_s:.0f} s; stopped")
             time.sleep(poll_s)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if not finished:  # whatever ended the wait, the job must not run on unwatched
+            with contextlib.suppress(Exception):
+                client.stop_job(job_id)
+                log.warning("stopped Ray job %s", job_id)
     outcome = JobOutcome(job_id, status, logs)
     if status != "SUCCEEDED":
         errors = [ln for ln in logs.splitlines() if ln.startswith("error:")]

@@ -90,13 +90,17 @@ def validate(
     storage: str,
     output: str,
     num_samples: int,
+    objective: str = "",
 ) -> str:
-    """Check everything the tune and final jobs will need; returns the tune storage root."""
-    from monolith.storage import check_access
+    """Check everything the tune and final jobs will need (the gate's objective and the
+    publish destination included); returns the tune storage root."""
+    from monolith.storage import check_access, check_segment
     from monolith.uri import normalise
     from ray_jobs import tune as tune_job
 
+    check_segment("experiment", experiment)  # a path segment of the published layout
     with _inside(working_dir):
+        gate_objective(config, objective)
         args = tune_job.build_parser().parse_args(
             _tune_args(config, experiment, data_source, storage, num_samples)
         )
@@ -158,11 +162,13 @@ def gate_objective(config: str, objective: str) -> tuple[str, str]:
     tuning objective's test counterpart (``val_ref_ntxent`` -> ``test_ref_ntxent``)."""
     from monolith.config import OBJECTIVES, load_config
 
-    name = objective or "test_" + load_config(config).eval.objective.removeprefix("val_")
+    evaluation = load_config(config).eval
+    name = objective or "test_" + evaluation.objective.removeprefix("val_")
     val_name = "val_" + name.removeprefix("test_")
-    if not name.startswith("test_") or val_name not in OBJECTIVES:
-        allowed = sorted("test_" + k.removeprefix("val_") for k in OBJECTIVES)
-        raise ConfigError(f"gate objective = {name!r}: allowed values {allowed}")
+    allowed = evaluation.objectives()  # what this config's probes report
+    if not name.startswith("test_") or val_name not in allowed:
+        tests = sorted("test_" + k.removeprefix("val_") for k in allowed)
+        raise ConfigError(f"gate objective = {name!r} is not reported: allowed values {tests}")
     return name, OBJECTIVES[val_name]
 
 

@@ -311,7 +311,8 @@ def _lineage(p: Plan, prepared: str) -> dict[str, Any]:
         "best_config": p.best_uri,
         "run_id": p.run_id,
         "prepared": prepared,
-        "data_source": p.cfg.data.source,
+        # what the dataset was prepared from (a tune experiment's own source, not the config's)
+        "data_source": ((key or {}).get("data") or {}).get("source", p.cfg.data.source),
         "data_fingerprint": (key or {}).get("key"),
         "git_commit": git_commit(),
     }
@@ -403,10 +404,40 @@ def run(args: argparse.Namespace) -> int:
         say(f"published {uri} (latest.json left as it was: --no-latest)")
     else:
         say(f"published {uri} (latest: {join(p.output, p.experiment, 'latest.json')})")
-    for key in sorted(test_metrics):
-        say(f"  {key:<36} {test_metrics[key]:+.4f}")
+    for line in _test_lines(test_metrics):
+        say(line)
     say(f"wall time {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _test_lines(metrics: dict[str, float]) -> list[str]:
+    """The test metrics a person reads: the reference loss and geometry, then one line per
+    probe (score, baselines, lift); all of them are in the bundle's test_metrics.json."""
+    lines = [
+        "  test "
+        + ", ".join(
+            f"{k.removeprefix('test_')} {metrics[k]:.4f}"
+            for k in ("test_ref_ntxent", "test_alignment", "test_uniformity")
+            if k in metrics
+        )
+    ]
+    probes = sorted(
+        k.removeprefix("test_probe_").removesuffix("_raw")
+        for k in metrics
+        if k.startswith("test_probe_") and k.endswith("_raw") and "_lift" not in k
+    )
+    if probes:
+        lines.append(f"  {'probe':<16} {'score':>7} {'untrained':>9} {'raw':>7} {'lift':>7}")
+    for p in probes:
+        get = lambda suffix, p=p: metrics.get(f"test_probe_{p}{suffix}", float("nan"))  # noqa: E731
+        lines.append(
+            f"  {p:<16} {get(''):7.4f} {get('_random'):9.4f} {get('_raw'):7.4f} {get('_lift'):+7.4f}"
+        )
+    if "test_probe_mean_lift" in metrics:
+        lines.append(
+            f"  mean probe lift {metrics['test_probe_mean_lift']:+.4f} (test_metrics.json: all)"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

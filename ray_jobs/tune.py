@@ -170,6 +170,16 @@ def plan(args: argparse.Namespace) -> Plan:
             cfg, eval=dataclasses.replace(cfg.eval, objective=objectives[0].metric)
         )
     cfg = with_epochs(cfg, settings.epochs(cfg)).validate()
+    reported = cfg.eval.objectives()
+    for i, objective in enumerate(objectives):
+        if objective.metric not in reported:  # a probe not in eval.probes is never reported
+            raise ConfigError(
+                f"tune.objectives[{i}] = {objective.metric!r} is not reported by the trials: "
+                f"its probe is not in eval.probes = {list(cfg.eval.probes)}"
+            )
+    from monolith.storage import check_segment
+
+    check_segment("tune.name (--name)", settings.name)  # a path segment of published bundles
     space = load_search_space(settings.search_space)
     check_against_config(space, cfg, settings.num_workers)
     if "sequence_length" in space.names:

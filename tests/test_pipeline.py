@@ -80,17 +80,36 @@ def test_compiled_pipeline_names_its_components_parameters_and_image(tmp_path, m
     assert tune_out["best_config"]["artifactType"]["schemaTitle"] == "system.Artifact"
     assert tune_out["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
     final_out = spec["components"]["comp-final"]["outputDefinitions"]
-    assert final_out["artifacts"]["model"]["artifactType"]["schemaTitle"] == "system.Model"
     assert final_out["parameters"]["Output"]["parameterType"] == "BOOLEAN"  # passes the gate
+    assert final_out["parameters"]["bundle_uri"]["parameterType"] == "STRING"
+    # the published bundle becomes the run's Model artifact through an importer (its URI is
+    # the bundle's), which the gate's promote step takes
+    importer = tasks["importer"]
+    assert importer["inputs"]["parameters"]["uri"]["taskOutputParameter"] == {
+        "outputParameterKey": "bundle_uri",
+        "producerTask": "final",
+    }
+    importers = [
+        e["importer"] for e in spec["deploymentSpec"]["executors"].values() if "importer" in e
+    ]
+    assert [i["typeSchema"]["schemaTitle"] for i in importers] == ["system.Model"]
+    promote_in = spec["components"]["comp-promote"]["inputDefinitions"]["artifacts"]
+    assert promote_in["model"]["artifactType"]["schemaTitle"] == "system.Model"
 
     # every image is the project's image, whose tag carries the pinned Ray
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     ray_pin = next(d for d in project["dependencies"] if d.startswith("ray[")).split("==")[1]
-    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    images = {
+        e["container"]["image"]
+        for e in spec["deploymentSpec"]["executors"].values()
+        if "container" in e
+    }
     assert images == {f"monolith-tune:{project['version']}-ray{ray_pin}"}
     overlay = yaml.safe_load((ROOT / "k8s/overlays/kubeflow/kustomization.yaml").read_text())
     assert overlay["images"][0]["newTag"] == f"{project['version']}-ray{ray_pin}"
     for executor in spec["deploymentSpec"]["executors"].values():
+        if "importer" in executor:
+            continue
         command = " ".join(executor["container"]["command"])
         assert "pip install" not in command  # the image has everything: nothing at run time
 
@@ -112,7 +131,7 @@ def test_compiled_pipeline_names_its_components_parameters_and_image(tmp_path, m
         assert conf["configMapAsEnv"][0]["configMapName"] == "monolith-storage"
         assert conf["podMetadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
     for executor in spec["deploymentSpec"]["executors"].values():
-        for var in executor["container"].get("env", []):
+        for var in executor.get("container", {}).get("env", []):
             assert "KEY" not in var["name"] and "TOKEN" not in var["name"], var
 
 
@@ -206,9 +225,14 @@ def test_local_runner_runs_validate_tune_final_gate_and_publishes(
         Bucket=BUCKET, Key="experiments/kfp/results/best_config.json"
     )["Body"].read()
     assert json.loads(best.read_text()) == json.loads(published_best)
-    metric_files = [json.loads(p.read_text()) for p in root.rglob("metrics")]
-    assert any("best_objective" in m for m in metric_files), metric_files
-    assert any("test_ref_ntxent" in m for m in metric_files), metric_files
+
+    def step_output(step: str) -> dict:
+        return json.loads(next(root.rglob(f"{step}/executor_output.json")).read_text())
+
+    tune_metrics = step_output("tune")["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert tune_metrics["trials"] == 2 and "best_objective" in tune_metrics
+    final_metrics = step_output("final")["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert "test_ref_ntxent" in final_metrics
 
     env = {**s3.env, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
     pulled = subprocess.run(
@@ -223,11 +247,11 @@ def test_local_runner_runs_validate_tune_final_gate_and_publishes(
     lineage = json.loads((tmp_path / "pulled" / "manifest.json").read_text())["lineage"]
     assert lineage["experiment"] == "kfp"
     assert lineage["git_commit"] == git_commit(ROOT)  # travelled with the Ray job
-    # the Model artifact's URI is the published bundle; the gate promoted that run
-    final_out = json.loads(next(root.rglob("final/executor_output.json")).read_text())
-    model = final_out["artifacts"]["model"]["artifacts"][0]
-    assert model["uri"] == f"s3://{BUCKET}/bundles/kfp/{latest['run_id']}"
-    assert model["metadata"]["run_id"] == latest["run_id"]
+    # the final step says where the bundle went: the Model artifact the importer records
+    # (and the gate promoted) is that published bundle
+    bundle_uri = next(root.rglob("final/bundle_uri")).read_text()
+    assert bundle_uri == f"s3://{BUCKET}/bundles/kfp/{latest['run_id']}" == latest["uri"]
+    assert step_output("promote")["parameterValues"]["Output"] == bundle_uri
 
     # A threshold no encoder reaches: the same run (already published: nothing retrained)
     # is not promoted; latest.json stays as it was.
@@ -247,3 +271,21 @@ def test_local_runner_runs_validate_tune_final_gate_and_publishes(
     }
     assert "bundles/kfp/latest.json" not in left
     assert any(k.endswith(f"{latest['run_id']}/manifest.json") for k in left)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "objective", "message"),
+    [
+        ("Q3 retune", "", "experiment = 'Q3 retune' is invalid"),
+        ("ok", "test_ref_ntxnet", "gate objective = 'test_ref_ntxnet' is not reported"),
+        ("ok", "test_probe_knn_views_lift", "gate objective = 'test_probe_knn_views_lift'"),
+    ],
+)
+def test_validate_refuses_what_would_fail_after_training(tmp_path, experiment, objective, message):
+    from monolith.errors import ConfigError
+    from ray_jobs.pipeline_steps import validate
+
+    config = tiny_config(tmp_path, samples=1, epochs=1, seed=1)
+    with pytest.raises(ConfigError, match=message):
+        validate(str(config), str(ROOT), experiment, "", str(tmp_path / "exp"),
+                 str(tmp_path / "out"), 0, objective)  # fmt: skip
