@@ -30,6 +30,7 @@ import pandas as pd
 
 from monolith.errors import DataError, StorageError
 from monolith.experiment import RESULTS_DIR, TUNE_DIR
+from monolith.tuning import Objective, pareto_front
 from monolith.uri import is_s3_uri, join
 
 if TYPE_CHECKING:
@@ -66,18 +67,6 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("lineage", "Lineage"),
     ("trials", "Trials"),
 )
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One tuned metric and its direction (``min`` or ``max``)."""
-
-    metric: str
-    mode: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.metric} ({self.mode})"
 
 
 @dataclass
@@ -681,17 +670,6 @@ def _parallel_section(exp: ExperimentResults) -> str:
     return _note(note) + _figure(fig, height=520)
 
 
-def pareto_front(values: np.ndarray, modes: list[str]) -> np.ndarray:
-    """Which rows of ``values`` (trials x objectives) no other row dominates."""
-    signed = values * np.array([1.0 if m == "min" else -1.0 for m in modes])
-    front = np.ones(len(signed), dtype=bool)
-    for i, row in enumerate(signed):
-        others = np.delete(signed, i, axis=0)
-        dominated = np.any(np.all(others <= row, axis=1) & np.any(others < row, axis=1))
-        front[i] = not dominated
-    return front
-
-
 def _pareto_section(exp: ExperimentResults) -> str:
     import plotly.graph_objects as go
 
@@ -713,8 +691,8 @@ def _pareto_section(exp: ExperimentResults) -> str:
         source = PARETO_FILE
     else:
         frame = frame.dropna()
-        mask = pareto_front(frame.to_numpy(), [o.mode for o in exp.objectives])
-        on_front = set(frame.index[mask])
+        points = {int(k): list(row) for k, row in zip(frame.index, frame.to_numpy(), strict=True)}
+        on_front = set(pareto_front(points, [o.mode for o in exp.objectives]))
         source = "recomputed from the trials' values (no pareto.csv)"
     chosen = exp.best_trial()
     front = frame[frame.index.isin(on_front)].sort_values(x_obj.metric)

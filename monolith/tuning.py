@@ -64,6 +64,10 @@ class Objective:
     def reported(self) -> str:
         return f"best_{self.metric}"
 
+    @property
+    def label(self) -> str:
+        return f"{self.metric} ({self.mode})"
+
     def to_dict(self) -> dict[str, str]:
         return {"metric": self.metric, "mode": self.mode}
 

@@ -204,6 +204,20 @@ class LocalRayCluster:
         raise TimeoutError(f"job {job_id} still running after {timeout} s")
 
 
+@contextlib.contextmanager
+def cluster_with_s3(s3_server, bucket: str):
+    """A two-node cluster whose nodes get the S3 server's endpoint and credentials from their
+    environment (as pods do from the ConfigMap and Secret), with ``bucket`` made."""
+    s3_server.start()
+    s3_server.make_bucket(bucket)
+    cluster = LocalRayCluster(head_cpus=1, worker_cpus=2)
+    try:
+        cluster.start(extra_env=s3_server.env)
+        yield cluster, s3_server
+    finally:
+        cluster.stop()
+
+
 def job_id_from(output: str) -> str:
     for token in output.replace("'", " ").split():
         if token.startswith("raysubmit_"):

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.ray_cluster import LocalRayCluster
+from tests.ray_cluster import cluster_with_s3
 from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 from tests.test_tune_cluster import tiny_config
 
@@ -30,14 +30,8 @@ BUCKET = "monolith-e2e"
 
 @pytest.fixture(scope="module")
 def s3_cluster(s3_server):
-    s3_server.start()
-    s3_server.make_bucket(BUCKET)
-    cluster = LocalRayCluster(head_cpus=1, worker_cpus=2)
-    try:
-        cluster.start(extra_env=s3_server.env)
-        yield cluster, s3_server
-    finally:
-        cluster.stop()
+    with cluster_with_s3(s3_server, BUCKET) as both:
+        yield both
 
 
 def _upload_market(s3, tmp: Path, synthetic: dict) -> str:

@@ -9,6 +9,7 @@ validate -> tune (2 trials) -> final -> gate -> a published bundle ``monolith pu
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.ray_cluster import LocalRayCluster
+from tests.ray_cluster import cluster_with_s3
 from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 from tests.test_tune_cluster import tiny_config
 
@@ -161,14 +162,8 @@ def test_a_bad_config_fails_validation_in_one_line(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def kfp_cluster(s3_server):
-    s3_server.start()
-    s3_server.make_bucket(BUCKET)
-    cluster = LocalRayCluster(head_cpus=1, worker_cpus=2)
-    try:
-        cluster.start(extra_env=s3_server.env)
-        yield cluster, s3_server
-    finally:
-        cluster.stop()
+    with cluster_with_s3(s3_server, BUCKET) as both:
+        yield both
 
 
 @pytest.mark.integration
@@ -200,8 +195,8 @@ def test_local_runner_runs_validate_tune_final_gate_and_publishes(
     )
     client = s3.client()
 
-    monolith_pipeline(
-        threshold=1e9,  # test_ref_ntxent (min): any trained encoder passes
+    run_pipeline = functools.partial(
+        monolith_pipeline,
         ray_address=cluster.address,
         config=str(config),
         experiment="kfp",
@@ -210,6 +205,7 @@ def test_local_runner_runs_validate_tune_final_gate_and_publishes(
         num_samples=2,
         working_dir=str(ROOT),
     )
+    run_pipeline(threshold=1e9)  # test_ref_ntxent (min): any trained encoder passes
     latest = json.loads(
         client.get_object(Bucket=BUCKET, Key="bundles/kfp/latest.json")["Body"].read()
     )
@@ -256,16 +252,7 @@ def test_local_runner_runs_validate_tune_final_gate_and_publishes(
     # A threshold no encoder reaches: the same run (already published: nothing retrained)
     # is not promoted; latest.json stays as it was.
     client.delete_object(Bucket=BUCKET, Key="bundles/kfp/latest.json")
-    monolith_pipeline(
-        threshold=-1e9,
-        ray_address=cluster.address,
-        config=str(config),
-        experiment="kfp",
-        storage=f"s3://{BUCKET}/experiments",
-        output=f"s3://{BUCKET}/bundles",
-        num_samples=2,
-        working_dir=str(ROOT),
-    )
+    run_pipeline(threshold=-1e9)
     left = {
         o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="bundles/kfp/")["Contents"]
     }

@@ -25,9 +25,9 @@ from monolith.report import (
     SECTIONS,
     build_report,
     load_results,
-    pareto_front,
     probe_targets,
 )
+from monolith.tuning import pareto_front
 
 CHROMIUM = Path("/usr/bin/chromium")
 PROBES = ("regime", "fwd_vol_h24")
@@ -152,10 +152,7 @@ def make_experiment(root: Path, kind: str, name: str = "exp-test") -> Path:
             )
         )
     if kind == "multi":
-        front = pareto_front(
-            np.array([finished[n] for n in finished]), [mode for _, mode in objectives]
-        )
-        front_trials = [n for n, on in zip(finished, front, strict=True) if on]
+        front_trials = pareto_front(finished, [mode for _, mode in objectives])
         chosen = front_trials[-1]
         summary |= {"best_trial": chosen, "pareto_rule": "closest to the ideal point"}
         pd.DataFrame(
@@ -389,11 +386,6 @@ def test_probe_targets_are_found_by_their_baselines():
         for s in ("", "_random", "_raw", "_lift", "_lift_vs_random", "_lift_vs_raw")
     ] + ["best/val_probe_mean_lift", "last/val_probe_orphan", "best/val_probe_orphan"]
     assert probe_targets(columns) == ["direction_h4", "fwd_vol", "regime"]
-
-
-def test_pareto_front():
-    values = np.array([[1.0, 1.0], [2.0, 0.5], [0.5, 2.0], [3.0, 4.0]])
-    assert pareto_front(values, ["min", "max"]).tolist() == [False, False, True, True]
 
 
 def test_cli_writes_the_report(tmp_path, capsys):
