@@ -4,7 +4,8 @@ Every trial is scored the same way, whatever its own training temperature, augme
 batch size: ``val_ref_ntxent`` is NT-Xent at ``eval.reference_temperature`` over views made
 with ``eval.reference_augmentation`` from a fixed seed, in chunks of
 ``eval.reference_batch_size`` windows, over the whole validation split. The views are drawn
-once per ``Evaluator`` and reused every epoch.
+once per ``Evaluator`` and reused every epoch. A run of several workers shares the work out
+(view chunks by windows, the probes to one worker) and adds the shares up: the same numbers.
 
 Probes measure what the frozen latent knows. ``eval.probes`` names them; there are three kinds
 (``monolith.config.probe_kind``):
@@ -45,6 +46,7 @@ import logging
 import time
 import warnings
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -110,7 +112,9 @@ def _compiled(model: keras.Model) -> Any:
             for name, tensor in model.input.items()
         }
         _FORWARDS[model] = tf.function(
-            lambda batch: ref()(batch, training=False), input_signature=[signature]
+            lambda batch: ref()(batch, training=False),
+            input_signature=[signature],
+            autograph=False,
         )
     return _FORWARDS[model]
 
@@ -210,8 +214,43 @@ def _take(data: ArrayData, index: np.ndarray) -> ArrayData:
     )
 
 
+# The figures an evaluation sums over the run's workers, per view set: the chunk-weighted sums
+# of its chunk metrics and their weight (windows).
+VIEW_FIGURES = {
+    "reference": ("ref_ntxent", "ref_alignment", "ref_uniformity", "ref_windows"),
+    "train": ("train_ntxent", "train_windows"),
+}
+
+
+def split_work(
+    chunks: list[tuple[str, int, int]], probe_cost: int, workers: int, whole: tuple[str, ...] = ()
+) -> tuple[int, dict[tuple[str, int], int]]:
+    """Who evaluates what: the probes go to the last worker; each view chunk ``(set, index,
+    windows)`` to the least-loaded worker (cost: windows forwarded; ties to the lowest rank),
+    the chunks of a set in ``whole`` all to the worker of its first chunk. Deterministic:
+    every worker computes the same split from the same sizes."""
+    probes_at = workers - 1
+    load = [0] * workers
+    load[probes_at] = probe_cost
+    owner: dict[tuple[str, int], int] = {}
+    for name, index, windows in chunks:
+        if name in whole and index > 0:
+            worker = owner[(name, 0)]
+        else:
+            worker = min(range(workers), key=lambda w: (load[w], w))
+        owner[(name, index)] = worker
+        load[worker] += 2 * windows  # two views
+    return probes_at, owner
+
+
 class Evaluator:
     """What stays fixed across epochs of one run: views, probe samples and baselines.
+
+    On a run of several workers each computes its share (``worker`` of ``workers``): the
+    reference and training views are cut into their loss chunks, spread over the workers by
+    windows; the probes (fits and baselines) run on the last worker. ``figures`` returns this
+    worker's share as sums; the trainer adds the workers' figures up (one collective) and
+    ``metrics`` turns them into the same numbers a single process computes.
 
     Args:
         model_cfg, spec: the architecture, for the untrained baseline.
@@ -223,6 +262,7 @@ class Evaluator:
         train_temperature, train_augmentation, train_batch_size, train_seed: the run's own
             settings, for ``val_loss`` (NT-Xent as the run trains it, in chunks of its global
             batch, with views from a seed fixed for the run).
+        worker, workers: this worker's rank and the run's worker count.
 
     Raises:
         ConfigError: the objective names a probe that ``eval_cfg.probes`` does not list.
@@ -242,8 +282,11 @@ class Evaluator:
         train_augmentation: str,
         train_batch_size: int,
         train_seed: int,
+        worker: int = 0,
+        workers: int = 1,
     ) -> None:
         self.eval_cfg = eval_cfg
+        self.model_cfg, self.spec = model_cfg, spec
         self.probes = {name: probe_kind(name) for name in eval_cfg.probes}
         wanted = objective_probe(eval_cfg.objective)
         if wanted is not None and wanted not in self.probes:
@@ -251,19 +294,17 @@ class Evaluator:
                 f"eval.objective = {eval_cfg.objective!r} is invalid: probe {wanted!r} is not "
                 f"in eval.probes = {list(self.probes)}"
             )
+        if not 0 <= worker < workers:
+            raise ValueError(f"worker {worker} of {workers}")
+        self.worker, self.workers = worker, workers
         self.val_features = {k: np.asarray(v) for k, v in val_data[0].items()}
         technical = self.val_features["technical_input"].astype(np.float32)
         self.val_features["technical_input"] = technical
         self.train_temperature = float(train_temperature)
         self.train_batch_size = int(train_batch_size)
-        self.reference_views = _views(
-            technical,
-            eval_cfg.reference_augmentation,
-            eval_cfg.reference_batch_size,
-            eval_cfg.reference_seed,
-        )
-        self.train_views = _views(technical, train_augmentation, train_batch_size, train_seed)
+        self.seed = eval_cfg.reference_seed
 
+        # The probe samples and their targets: cheap, checked on every worker alike.
         val_probe = _take(val_data, even_sample(len(technical), eval_cfg.probe_max_windows))
         if probe_data is None:
             half = len(val_probe[0]["technical_input"]) // 2
@@ -278,26 +319,67 @@ class Evaluator:
             for name, kind in self.probes.items()
             if kind != "retrieval"
         }
-        self.seed = eval_cfg.reference_seed
 
-        started = time.perf_counter()
-        random_model = build_monolith(model_cfg, spec, seed=eval_cfg.reference_seed)
-        self.baselines = {
-            "random": self._probe_scores(
-                self._latent(random_model, probe_fit), self._latent(random_model, val_probe)
-            ),
-            "raw": self._probe_scores(
-                raw_features(probe_fit[0]["technical_input"]),
-                raw_features(val_probe[0]["technical_input"]),
-            ),
+        # The split of the work, then this worker's views and baselines only.
+        self.chunk_sizes = {
+            "reference": eval_cfg.reference_batch_size,
+            "train": self.train_batch_size,
         }
-        if "knn_views" in self.probes:
-            chunk = eval_cfg.reference_batch_size
-            latents = self._view_outputs(random_model, self.reference_views, ("latent",))
-            self.baselines["random"]["knn_views"] = retrieval_score(*latents["latent"], chunk)
-            raw = [raw_features(view) for view in self.reference_views]
-            self.baselines["raw"]["knn_views"] = retrieval_score(*raw, chunk)
-        logger.info("probe baselines %s in %.1fs", self.baselines, time.perf_counter() - started)
+        seeds = {"reference": (eval_cfg.reference_augmentation, eval_cfg.reference_seed),
+                 "train": (train_augmentation, train_seed)}  # fmt: skip
+        n = len(technical)
+        chunks = [
+            (name, i, min(size, n - start))
+            for name, size in self.chunk_sizes.items()
+            for i, start in enumerate(range(0, n, size))
+        ]
+        knn = "knn_views" in self.probes
+        probe_cost = len(probe_fit[0]["technical_input"]) + len(val_probe[0]["technical_input"])
+        self.probes_at, owner = split_work(
+            chunks, probe_cost if self.labels else 0, workers, ("reference",) if knn else ()
+        )
+        self.chunks = {
+            name: [i for (set_name, i), w in owner.items() if set_name == name and w == worker]
+            for name in self.chunk_sizes
+        }
+        self.views = {
+            name: {i: _view_chunk(technical, size, i, *seeds[name]) for i in self.chunks[name]}
+            for name, size in self.chunk_sizes.items()
+        }
+        self.knn_here = knn and bool(self.chunks["reference"])
+        started = time.perf_counter()
+        self.baselines: dict[str, dict[str, float]] = {"random": {}, "raw": {}}
+        if self.labels and worker == self.probes_at or self.knn_here:
+            random_model = build_monolith(model_cfg, spec, seed=eval_cfg.reference_seed)
+            if self.labels and worker == self.probes_at:
+                self.baselines = {
+                    "random": self._probe_scores(
+                        self._latent(random_model, probe_fit),
+                        self._latent(random_model, val_probe),
+                    ),
+                    "raw": self._probe_scores(
+                        raw_features(probe_fit[0]["technical_input"]),
+                        raw_features(val_probe[0]["technical_input"]),
+                    ),
+                }
+            if self.knn_here:
+                chunk = eval_cfg.reference_batch_size
+                first, second = self._reference_views()
+                latents = self._view_outputs(random_model, (first, second), ("latent",))
+                self.baselines["random"]["knn_views"] = retrieval_score(*latents["latent"], chunk)
+                raw = [raw_features(view) for view in (first, second)]
+                self.baselines["raw"]["knn_views"] = retrieval_score(*raw, chunk)
+            logger.info(
+                "probe baselines %s in %.1fs", self.baselines, time.perf_counter() - started
+            )
+
+    @property
+    def figure_names(self) -> list[str]:
+        """Every figure of an evaluation, in one order known to all workers."""
+        names = [f for name in VIEW_FIGURES for f in VIEW_FIGURES[name]]
+        for probe in self.probes:
+            names += [f"probe_{probe}", f"probe_{probe}_random", f"probe_{probe}_raw"]
+        return names
 
     @staticmethod
     def _latent(model: keras.Model, data: ArrayData) -> np.ndarray:
@@ -313,61 +395,95 @@ class Evaluator:
             scores[name] = score_probe(kind, probe, val_x[val_rows], val_y)
         return scores
 
+    def _reference_views(self) -> tuple[np.ndarray, np.ndarray]:
+        """This worker's reference views, chunks in order, as two arrays of windows."""
+        views = [self.views["reference"][i] for i in self.chunks["reference"]]
+        return np.concatenate([v[0] for v in views]), np.concatenate([v[1] for v in views])
+
+    def _chunk_features(self, name: str, index: int) -> dict[str, np.ndarray]:
+        start = index * self.chunk_sizes[name]
+        stop = start + len(self.views[name][index][0])
+        return {k: v[start:stop] for k, v in self.val_features.items()}
+
     def _view_outputs(
         self,
         model: keras.Model,
         views: tuple[np.ndarray, np.ndarray],
         outputs: tuple[str, ...],
+        name: str = "reference",
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """``outputs`` of both views of every validation window, in one forward pass."""
+        """``outputs`` of both views of this worker's chunks of ``name``, in one forward
+        pass (the chunks' other inputs alongside)."""
         n = len(views[0])
-        features = {k: np.concatenate([v, v]) for k, v in self.val_features.items()}
+        parts = [self._chunk_features(name, i) for i in self.chunks[name]]
+        features = {k: np.concatenate([p[k] for p in parts] * 2) for k in self.val_features}
         features["technical_input"] = np.concatenate(views)
         out = forward(model, features, outputs)
-        return {name: (out[name][:n], out[name][n:]) for name in outputs}
+        return {o: (out[o][:n], out[o][n:]) for o in outputs}
 
-    def evaluate(self, model: keras.Model) -> dict[str, float]:
-        """All validation metrics of ``model`` (a MonolithModel), as python floats."""
+    def figures(self, model: keras.Model) -> dict[str, float]:
+        """This worker's share of the evaluation of ``model`` (a MonolithModel): sums over
+        its view chunks, and the probes' scores on the worker that runs them."""
         cfg = self.eval_cfg
-        # The latent rides along the reference views' pass only when the retrieval probe
-        # needs it.
-        outputs = ("projection", "latent") if "knn_views" in self.probes else ("projection",)
-        reference = self._view_outputs(model, self.reference_views, outputs)
-        z1, z2 = reference["projection"]
+        figures: dict[str, float] = {}
+        knn_latents = None
+        for name, size in self.chunk_sizes.items():
+            if not self.chunks[name]:
+                continue
+            views = [self.views[name][i] for i in self.chunks[name]]
+            first = np.concatenate([v[0] for v in views])
+            second = np.concatenate([v[1] for v in views])
+            wants_latent = name == "reference" and self.knn_here
+            outputs = ("projection", "latent") if wants_latent else ("projection",)
+            out = self._view_outputs(model, (first, second), outputs, name)
+            z1, z2 = out["projection"]
+            if wants_latent:
+                knn_latents = out["latent"]
+            if name == "reference":
+                sums = _chunk_sums(
+                    {
+                        "ref_ntxent": lambda a, b: nt_xent_loss(a, b, cfg.reference_temperature),
+                        "ref_alignment": alignment,
+                        "ref_uniformity": lambda a, b: (uniformity(a) + uniformity(b)) / 2.0,
+                    },
+                    z1,
+                    z2,
+                    size,
+                )
+                figures.update(sums, ref_windows=sums.pop("windows"))
+            else:
+                sums = _chunk_sums(
+                    {"train_ntxent": lambda a, b: nt_xent_loss(a, b, self.train_temperature)},
+                    z1,
+                    z2,
+                    size,
+                )
+                figures.update(sums, train_windows=sums.pop("windows"))
+        if self.labels and self.worker == self.probes_at:
+            trained = self._probe_scores(
+                self._latent(model, self.probe_fit), self._latent(model, self.probe_val)
+            )
+            for probe, score in trained.items():
+                figures[f"probe_{probe}"] = score
+                figures[f"probe_{probe}_random"] = self.baselines["random"][probe]
+                figures[f"probe_{probe}_raw"] = self.baselines["raw"][probe]
+        if knn_latents is not None:
+            figures["probe_knn_views"] = retrieval_score(*knn_latents, cfg.reference_batch_size)
+            figures["probe_knn_views_random"] = self.baselines["random"]["knn_views"]
+            figures["probe_knn_views_raw"] = self.baselines["raw"]["knn_views"]
+        return figures
+
+    def metrics(self, figures: dict[str, float]) -> dict[str, float]:
+        """The validation metrics from every worker's figures, summed."""
         metrics = {
-            "val_ref_ntxent": _chunked(
-                lambda a, b: nt_xent_loss(a, b, cfg.reference_temperature),
-                z1,
-                z2,
-                cfg.reference_batch_size,
-            ),
-            "val_alignment": _chunked(alignment, z1, z2, cfg.reference_batch_size),
-            "val_uniformity": _chunked(
-                lambda a, b: (uniformity(a) + uniformity(b)) / 2.0,
-                z1,
-                z2,
-                cfg.reference_batch_size,
-            ),
+            "val_ref_ntxent": figures["ref_ntxent"] / max(figures["ref_windows"], 1.0),
+            "val_alignment": figures["ref_alignment"] / max(figures["ref_windows"], 1.0),
+            "val_uniformity": figures["ref_uniformity"] / max(figures["ref_windows"], 1.0),
+            "val_loss": figures["train_ntxent"] / max(figures["train_windows"], 1.0),
         }
-        t1, t2 = self._view_outputs(model, self.train_views, ("projection",))["projection"]
-        metrics["val_loss"] = _chunked(
-            lambda a, b: nt_xent_loss(a, b, self.train_temperature),
-            t1,
-            t2,
-            self.train_batch_size,
-        )
-        trained = self._probe_scores(
-            self._latent(model, self.probe_fit), self._latent(model, self.probe_val)
-        )
-        if "knn_views" in self.probes:
-            trained["knn_views"] = retrieval_score(*reference["latent"], cfg.reference_batch_size)
         lifts = []
         for name in self.probes:
-            score, random, raw = (
-                trained[name],
-                self.baselines["random"][name],
-                self.baselines["raw"][name],
-            )
+            score, random, raw = (figures[f"probe_{name}{s}"] for s in ("", "_random", "_raw"))
             metrics[f"val_probe_{name}"] = score
             metrics[f"val_probe_{name}_random"] = random
             metrics[f"val_probe_{name}_raw"] = raw
@@ -377,6 +493,12 @@ class Evaluator:
             lifts.append(score - max(random, raw))
         metrics["val_probe_mean_lift"] = float(np.mean(lifts))
         return {k: float(v) for k, v in metrics.items()}
+
+    def evaluate(self, model: keras.Model) -> dict[str, float]:
+        """All validation metrics of ``model``, computed here (a single-worker evaluator)."""
+        if self.workers != 1:
+            raise ValueError("an evaluator of several workers adds their figures up first")
+        return self.metrics(self.figures(model))
 
 
 def _labelled(data: ArrayData, name: str, kind: str, sample: str) -> tuple[np.ndarray, np.ndarray]:
@@ -403,34 +525,49 @@ def _labelled(data: ArrayData, name: str, kind: str, sample: str) -> tuple[np.nd
     return rows, y[rows]
 
 
-def evaluate_epoch(model: keras.Model, evaluator: Evaluator) -> dict[str, float]:
-    """The end-of-epoch metrics of ``model`` (see ``Evaluator``)."""
-    return evaluator.evaluate(model)
+def evaluate_epoch(
+    model: keras.Model,
+    evaluator: Evaluator,
+    add_up: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> dict[str, float]:
+    """The end-of-epoch metrics of ``model`` (see ``Evaluator``). An evaluator of several
+    workers needs ``add_up``: the element-wise sum of a vector over the run's workers."""
+    figures = evaluator.figures(model)
+    if evaluator.workers > 1:
+        if add_up is None:
+            raise ValueError("an evaluator of several workers needs add_up")
+        names = evaluator.figure_names
+        mine = np.array([figures.get(name, 0.0) for name in names], np.float64)
+        figures = dict(zip(names, map(float, add_up(mine)), strict=True))
+    return evaluator.metrics(figures)
 
 
-def _views(
-    technical: np.ndarray, augmentation: str, chunk: int, seed: int
+def _view_chunk(
+    technical: np.ndarray, size: int, index: int, augmentation: str, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Two views of every window; chunk ``i`` is drawn from seed ``(seed, i)``."""
-    first, second = [], []
-    for i, start in enumerate(range(0, len(technical), chunk)):
-        v1, v2 = make_views(
-            tf.constant(technical[start : start + chunk]),
-            augmentation,
-            tf.constant([seed, i], tf.int64),
-        )
-        first.append(v1.numpy())
-        second.append(v2.numpy())
-    return np.concatenate(first), np.concatenate(second)
+    """Both views of chunk ``index`` (``size`` windows each), drawn from seed ``(seed, index)``:
+    the same views whichever worker draws them."""
+    start = index * size
+    v1, v2 = make_views(
+        tf.constant(technical[start : start + size]),
+        augmentation,
+        tf.constant([seed, index], tf.int64),
+    )
+    return v1.numpy(), v2.numpy()
 
 
-def _chunked(fn: Any, z1: np.ndarray, z2: np.ndarray, chunk: int) -> float:
-    """Window-weighted mean of ``fn`` over consecutive chunks (a last chunk of < 2 is dropped)."""
-    total, weight = 0.0, 0
+def _chunk_sums(
+    fns: dict[str, Any], z1: np.ndarray, z2: np.ndarray, chunk: int
+) -> dict[str, float]:
+    """Per ``fns`` entry, its window-weighted sum over consecutive chunks, and ``windows``
+    (the weight); a chunk of < 2 windows is left out."""
+    sums = dict.fromkeys(fns, 0.0)
+    windows = 0
     for start in range(0, len(z1), chunk):
         a, b = z1[start : start + chunk], z2[start : start + chunk]
         if len(a) < 2:
             continue
-        total += float(fn(tf.constant(a), tf.constant(b))) * len(a)
-        weight += len(a)
-    return total / max(weight, 1)
+        for name, fn in fns.items():
+            sums[name] += float(fn(tf.constant(a), tf.constant(b))) * len(a)
+        windows += len(a)
+    return {**sums, "windows": float(windows)}

@@ -340,10 +340,10 @@ def _run_task(spec: JobSpec, hyperparameters: dict[str, Any], rank: int, world: 
         # The floor: what Ray costs for a run of W workers that report once.
         ray.train.report({"epoch": 1, "elapsed_seconds": time.perf_counter() - started})
         return
-    from monolith.training import configure_threads
+    from monolith.training import configure_runtime
 
     # Ray sets OMP_NUM_THREADS to the CPUs in this worker's resource request.
-    configure_threads(int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
+    configure_runtime(int(float(os.environ.get("OMP_NUM_THREADS", "1"))), world)
     import tensorflow as tf
 
     from monolith.config import config_from_dict

@@ -18,6 +18,7 @@ from monolith.evaluate import (
     raw_features,
     retrieval_score,
     spearman,
+    split_work,
 )
 from monolith.model import build_monolith
 
@@ -241,3 +242,41 @@ def test_a_probe_the_data_cannot_serve_is_refused() -> None:
     cfg = dataclasses.replace(EVAL, probes=["regime"], objective="val_probe_direction_lift")
     with pytest.raises(ConfigError, match="probe 'direction' is not in eval.probes"):
         evaluator(cfg)
+
+
+def test_work_split_over_workers_is_balanced_and_the_same_on_every_worker() -> None:
+    chunks = [("reference", i, 256) for i in range(4)] + [("train", i, 64) for i in range(16)]
+    probes_at, owner = split_work(chunks, 2000, 2)
+    assert probes_at == 1 and split_work(chunks, 2000, 2) == (probes_at, owner)
+    load = [0, 2000]
+    for (name, index), worker in owner.items():
+        load[worker] += 2 * dict(((n, i), w) for n, i, w in chunks)[(name, index)]
+    assert abs(load[0] - load[1]) <= 2 * 256  # within one chunk
+    assert set(owner.values()) == {0, 1}
+    # A set kept whole (the retrieval probe standardises over all its windows) stays on one.
+    _, owner = split_work(chunks, 4000, 2, whole=("reference",))
+    assert len({w for (name, _), w in owner.items() if name == "reference"}) == 1
+    assert split_work(chunks, 4000, 1)[1] == dict.fromkeys(owner, 0)
+
+
+@pytest.mark.parametrize("probes", [PROBES, ["regime", "knn_views"]])
+def test_workers_shares_add_up_to_the_single_process_metrics(probes: list[str]) -> None:
+    """Two (three) workers each evaluate their share; summing their figures, as the trainer's
+    collective does, gives what one process computes alone."""
+    cfg = dataclasses.replace(EVAL, probes=probes, reference_batch_size=32)
+    model = build_monolith(MODEL, SPEC, seed=11)
+    alone = evaluate_epoch(model, evaluator(cfg))
+    for workers in (2, 3):
+        shares = [evaluator(cfg, worker=w, workers=workers) for w in range(workers)]
+        names = shares[0].figure_names
+        assert all(s.figure_names == names for s in shares)
+        figures = [s.figures(model) for s in shares]
+        assert all(figures), "every worker has a share"
+        # The probes (and their baselines) run on the last worker only.
+        assert all(not any(k.startswith("probe_regime") for k in f) for f in figures[:-1])
+        vectors = [np.array([f.get(n, 0.0) for n in names]) for f in figures]
+        for s in shares:
+            got = evaluate_epoch(model, s, lambda v, vectors=vectors: np.sum(vectors, axis=0))
+            assert got == pytest.approx(alone, rel=1e-9, abs=1e-9)
+        with pytest.raises(ValueError, match="add_up"):
+            evaluate_epoch(model, shares[0])

@@ -179,7 +179,7 @@ def script_objective(monkeypatch: pytest.MonkeyPatch, values: list[float] | None
     """Objective per epoch from ``values``, or (None) a deterministic function of the weights."""
     calls = iter(values or [])
 
-    def evaluate_epoch(model: Any, evaluator: Any) -> dict[str, float]:
+    def evaluate_epoch(model: Any, evaluator: Any, add_up: Any = None) -> dict[str, float]:
         value = next(calls) if values else float(np.abs(model.get_weights()[0]).sum())
         return {"val_ref_ntxent": value, "val_loss": value}
 
@@ -314,3 +314,22 @@ def test_two_replica_mirrored_step_uses_half_the_global_batch_per_replica() -> N
     assert result["gathered"] == TRAIN.batch_size
     assert np.isfinite(result["loss"]) and np.isfinite(result["val_ref_ntxent"])
     assert result["moved"]
+
+
+@pytest.mark.parametrize(("workers", "off"), [(1, False), (2, True)])
+def test_graph_rewrites_are_off_for_cpu_workers_of_a_multi_worker_run(
+    workers: int, off: bool
+) -> None:
+    """A fresh process: TensorFlow's optimizer options are process-wide."""
+    import subprocess
+    import sys
+
+    code = (
+        "from monolith.training import configure_runtime; import tensorflow as tf; "
+        f"configure_runtime(1, {workers}); "
+        "print(tf.config.optimizer.get_experimental_options().get('disable_meta_optimizer'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip().splitlines()[-1] == str(off)

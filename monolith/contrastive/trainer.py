@@ -126,11 +126,18 @@ class ContrastiveTrainer:
         self.last_samples_per_step: int | None = None
         self.last_gathered_per_step: int | None = None
         # Steps run in batches inside one compiled loop: no Python or host sync per step.
-        self._train_loop = tf.function(self._distributed_steps)
+        # Nothing here needs AutoGraph (Keras 3 layers and our functions use no Python control
+        # flow on tensors; the loop is an explicit while_loop): converting every layer's call
+        # cost each worker ~1.5 s of tracing per run.
+        self._train_loop = tf.function(self._distributed_steps, autograph=False)
         self._agreed = {
-            op: tf.function(lambda value, op=op: self._reduce_scalar(value, op))
+            op: tf.function(lambda value, op=op: self._reduce_scalar(value, op), autograph=False)
             for op in (tf.distribute.ReduceOp.MEAN, tf.distribute.ReduceOp.SUM)
         }
+        self._summed = tf.function(
+            lambda vector: self._reduce_scalar(vector, tf.distribute.ReduceOp.SUM),
+            autograph=False,
+        )
 
     # ---- one step -----------------------------------------------------------------------
 
@@ -180,26 +187,44 @@ class ContrastiveTrainer:
     STEP_FIGURES = ("loss", "contrastive", "reconstruction", "samples", "gathered")
     _SUMMED = ("samples",)  # the rest are means over replicas
 
-    def _distributed_step(self, iterator: Any, step: tf.Tensor) -> tf.Tensor:
+    def _local_step(self, iterator: Any, step: tf.Tensor) -> tf.Tensor:
+        """One optimizer step; the sum of its figures over this worker's replicas."""
         features, _ = next(iterator)
         features = {k: v for k, v in features.items() if k in self.model.input}
         per_replica = self.strategy.run(self._replica_step, args=(features, step))
-        total = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        return tf.add_n(list(self.strategy.experimental_local_results(per_replica)))
+
+    def _distributed_steps(self, iterator: Any, first: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+        """``count`` optimizer steps numbered from ``first``; their figures [count, 5].
+
+        The figures travel once per call, after the loop, in one collective: a step itself
+        runs only the loss's gather and the gradients' all-reduce.
+        """
+
+        def body(i: tf.Tensor, figures: tf.TensorArray) -> tuple[tf.Tensor, tf.TensorArray]:
+            step = self._local_step(iterator, first + tf.cast(i, tf.int64))
+            return i + 1, figures.write(i, step)
+
+        _, figures = tf.while_loop(
+            lambda i, _: i < count,
+            body,
+            (tf.constant(0, tf.int32), tf.TensorArray(tf.float32, size=count)),
+        )
+        local = figures.stack()
+        if self.num_replicas > 1:
+            # Every replica contributes its worker's sum over its local replicas / their count.
+            share = local / len(self.strategy.extended.worker_devices)
+            local = self.strategy.reduce(
+                tf.distribute.ReduceOp.SUM,
+                self.strategy.run(lambda: tf.identity(share)),
+                axis=None,
+            )
         # "gathered": windows each replica's NT-Xent saw (mean over replicas): the global
         # batch when the negatives are really gathered across workers, else the local batch.
         mean = tf.constant(
             [1.0 if name in self._SUMMED else 1.0 / self.num_replicas for name in self.STEP_FIGURES]
         )
-        return total * mean
-
-    def _distributed_steps(self, iterator: Any, first: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
-        """``count`` optimizer steps numbered from ``first``; their figures [count, 5]."""
-        figures = tf.TensorArray(tf.float32, size=count)
-        for i in tf.range(count):
-            figures = figures.write(
-                i, self._distributed_step(iterator, first + tf.cast(i, tf.int64))
-            )
-        return figures.stack()
+        return local * mean
 
     def _checked(self, dataset_fn: DatasetFn, skip: int) -> DatasetFn:
         """Check the per-replica batch and skip the steps already taken (exact resume)."""
@@ -289,6 +314,7 @@ class ContrastiveTrainer:
             )
         if initial_epoch is not None:
             self.epoch = initial_epoch
+        worker, workers = self.worker_rank()
         evaluator = Evaluator(
             self.model_cfg,
             self.eval_cfg,
@@ -299,6 +325,8 @@ class ContrastiveTrainer:
             train_augmentation=self.train_cfg.augmentation_type,
             train_batch_size=self.train_cfg.batch_size,
             train_seed=self.train_cfg.seed,
+            worker=worker,
+            workers=workers,
         )
         iterator = self.make_iterator(train_dataset_fn)
         monitor = self.eval_cfg.objective
@@ -307,9 +335,9 @@ class ContrastiveTrainer:
             started = time.perf_counter()
             steps = self.train_steps(iterator, steps_per_epoch)
             train_loss = float(np.mean([s["loss"] for s in steps]))
-            metrics = {"loss": train_loss, **evaluate_epoch(self.model, evaluator)}
-            # Workers must agree on decisions: average what is compared across replicas.
-            metrics[monitor] = self._agree(metrics[monitor], tf.distribute.ReduceOp.MEAN)
+            # Each worker evaluates its share; one collective adds the shares up, so every
+            # worker holds the same metrics and takes the same decisions.
+            metrics = {"loss": train_loss, **evaluate_epoch(self.model, evaluator, self._add_up)}
             stop = self._early_stopping(epoch, metrics[monitor]) and select_on_validation
             self.rows.append({"epoch": float(epoch), **metrics})
             self.epoch = epoch + 1
@@ -349,6 +377,24 @@ class ContrastiveTrainer:
         if self.num_replicas == 1:
             return value
         return float(self._agreed[op](tf.constant(value, tf.float32)))
+
+    def worker_rank(self) -> tuple[int, int]:
+        """This process's rank among the strategy's workers, and their count (0, 1 when the
+        strategy spans one process)."""
+        resolver = getattr(self.strategy, "cluster_resolver", None)
+        spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+        tasks = [(job, i) for job in ("chief", "worker") for i in range(len(spec.get(job, [])))]
+        if len(tasks) < 2:
+            return 0, 1
+        return tasks.index((resolver.task_type, int(resolver.task_id))), len(tasks)
+
+    def _add_up(self, vector: np.ndarray) -> np.ndarray:
+        """Element-wise sum of ``vector`` over the workers (one collective)."""
+        if self.num_replicas == 1:
+            return vector
+        total = self._summed(tf.constant(vector, tf.float64)).numpy()
+        # Each worker's vector was counted once per replica it holds.
+        return total / (self.num_replicas // self.worker_rank()[1])
 
     def _reduce_scalar(self, value: tf.Tensor, op: tf.distribute.ReduceOp) -> tf.Tensor:
         per_replica = self.strategy.run(lambda: tf.identity(value))
