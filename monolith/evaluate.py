@@ -286,7 +286,6 @@ class Evaluator:
         workers: int = 1,
     ) -> None:
         self.eval_cfg = eval_cfg
-        self.model_cfg, self.spec = model_cfg, spec
         self.probes = {name: probe_kind(name) for name in eval_cfg.probes}
         wanted = objective_probe(eval_cfg.objective)
         if wanted is not None and wanted not in self.probes:
@@ -364,7 +363,7 @@ class Evaluator:
                 }
             if self.knn_here:
                 chunk = eval_cfg.reference_batch_size
-                first, second = self._reference_views()
+                first, second = self._own_views("reference")
                 latents = self._view_outputs(random_model, (first, second), ("latent",))
                 self.baselines["random"]["knn_views"] = retrieval_score(*latents["latent"], chunk)
                 raw = [raw_features(view) for view in (first, second)]
@@ -395,9 +394,9 @@ class Evaluator:
             scores[name] = score_probe(kind, probe, val_x[val_rows], val_y)
         return scores
 
-    def _reference_views(self) -> tuple[np.ndarray, np.ndarray]:
-        """This worker's reference views, chunks in order, as two arrays of windows."""
-        views = [self.views["reference"][i] for i in self.chunks["reference"]]
+    def _own_views(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """This worker's views of set ``name``, chunks in order, as two arrays of windows."""
+        views = [self.views[name][i] for i in self.chunks[name]]
         return np.concatenate([v[0] for v in views]), np.concatenate([v[1] for v in views])
 
     def _chunk_features(self, name: str, index: int) -> dict[str, np.ndarray]:
@@ -425,40 +424,28 @@ class Evaluator:
         """This worker's share of the evaluation of ``model`` (a MonolithModel): sums over
         its view chunks, and the probes' scores on the worker that runs them."""
         cfg = self.eval_cfg
+        chunk_metrics = {
+            "reference": {
+                "ref_ntxent": lambda a, b: nt_xent_loss(a, b, cfg.reference_temperature),
+                "ref_alignment": alignment,
+                "ref_uniformity": lambda a, b: (uniformity(a) + uniformity(b)) / 2.0,
+            },
+            "train": {"train_ntxent": lambda a, b: nt_xent_loss(a, b, self.train_temperature)},
+        }
         figures: dict[str, float] = {}
         knn_latents = None
         for name, size in self.chunk_sizes.items():
             if not self.chunks[name]:
                 continue
-            views = [self.views[name][i] for i in self.chunks[name]]
-            first = np.concatenate([v[0] for v in views])
-            second = np.concatenate([v[1] for v in views])
             wants_latent = name == "reference" and self.knn_here
             outputs = ("projection", "latent") if wants_latent else ("projection",)
-            out = self._view_outputs(model, (first, second), outputs, name)
-            z1, z2 = out["projection"]
+            out = self._view_outputs(model, self._own_views(name), outputs, name)
             if wants_latent:
                 knn_latents = out["latent"]
-            if name == "reference":
-                sums = _chunk_sums(
-                    {
-                        "ref_ntxent": lambda a, b: nt_xent_loss(a, b, cfg.reference_temperature),
-                        "ref_alignment": alignment,
-                        "ref_uniformity": lambda a, b: (uniformity(a) + uniformity(b)) / 2.0,
-                    },
-                    z1,
-                    z2,
-                    size,
-                )
-                figures.update(sums, ref_windows=sums.pop("windows"))
-            else:
-                sums = _chunk_sums(
-                    {"train_ntxent": lambda a, b: nt_xent_loss(a, b, self.train_temperature)},
-                    z1,
-                    z2,
-                    size,
-                )
-                figures.update(sums, train_windows=sums.pop("windows"))
+            windows_figure = VIEW_FIGURES[name][-1]
+            figures.update(
+                _chunk_sums(chunk_metrics[name], *out["projection"], size, windows_figure)
+            )
         if self.labels and self.worker == self.probes_at:
             trained = self._probe_scores(
                 self._latent(model, self.probe_fit), self._latent(model, self.probe_val)
@@ -493,12 +480,6 @@ class Evaluator:
             lifts.append(score - max(random, raw))
         metrics["val_probe_mean_lift"] = float(np.mean(lifts))
         return {k: float(v) for k, v in metrics.items()}
-
-    def evaluate(self, model: keras.Model) -> dict[str, float]:
-        """All validation metrics of ``model``, computed here (a single-worker evaluator)."""
-        if self.workers != 1:
-            raise ValueError("an evaluator of several workers adds their figures up first")
-        return self.metrics(self.figures(model))
 
 
 def _labelled(data: ArrayData, name: str, kind: str, sample: str) -> tuple[np.ndarray, np.ndarray]:
@@ -557,10 +538,10 @@ def _view_chunk(
 
 
 def _chunk_sums(
-    fns: dict[str, Any], z1: np.ndarray, z2: np.ndarray, chunk: int
+    fns: dict[str, Any], z1: np.ndarray, z2: np.ndarray, chunk: int, windows_figure: str
 ) -> dict[str, float]:
-    """Per ``fns`` entry, its window-weighted sum over consecutive chunks, and ``windows``
-    (the weight); a chunk of < 2 windows is left out."""
+    """Per ``fns`` entry, its window-weighted sum over consecutive chunks, and the weight (the
+    windows) as ``windows_figure``; a chunk of < 2 windows is left out."""
     sums = dict.fromkeys(fns, 0.0)
     windows = 0
     for start in range(0, len(z1), chunk):
@@ -570,4 +551,4 @@ def _chunk_sums(
         for name, fn in fns.items():
             sums[name] += float(fn(tf.constant(a), tf.constant(b))) * len(a)
         windows += len(a)
-    return {**sums, "windows": float(windows)}
+    return {**sums, windows_figure: float(windows)}

@@ -130,14 +130,8 @@ class ContrastiveTrainer:
         # flow on tensors; the loop is an explicit while_loop): converting every layer's call
         # cost each worker ~1.5 s of tracing per run.
         self._train_loop = tf.function(self._distributed_steps, autograph=False)
-        self._agreed = {
-            op: tf.function(lambda value, op=op: self._reduce_scalar(value, op), autograph=False)
-            for op in (tf.distribute.ReduceOp.MEAN, tf.distribute.ReduceOp.SUM)
-        }
-        self._summed = tf.function(
-            lambda vector: self._reduce_scalar(vector, tf.distribute.ReduceOp.SUM),
-            autograph=False,
-        )
+        self.worker, self.workers = self._worker_rank()
+        self._summed = tf.function(self._sum_over_workers, autograph=False)
 
     # ---- one step -----------------------------------------------------------------------
 
@@ -212,13 +206,7 @@ class ContrastiveTrainer:
         )
         local = figures.stack()
         if self.num_replicas > 1:
-            # Every replica contributes its worker's sum over its local replicas / their count.
-            share = local / len(self.strategy.extended.worker_devices)
-            local = self.strategy.reduce(
-                tf.distribute.ReduceOp.SUM,
-                self.strategy.run(lambda: tf.identity(share)),
-                axis=None,
-            )
+            local = self._sum_over_workers(local)
         # "gathered": windows each replica's NT-Xent saw (mean over replicas): the global
         # batch when the negatives are really gathered across workers, else the local batch.
         mean = tf.constant(
@@ -314,7 +302,6 @@ class ContrastiveTrainer:
             )
         if initial_epoch is not None:
             self.epoch = initial_epoch
-        worker, workers = self.worker_rank()
         evaluator = Evaluator(
             self.model_cfg,
             self.eval_cfg,
@@ -325,8 +312,8 @@ class ContrastiveTrainer:
             train_augmentation=self.train_cfg.augmentation_type,
             train_batch_size=self.train_cfg.batch_size,
             train_seed=self.train_cfg.seed,
-            worker=worker,
-            workers=workers,
+            worker=self.worker,
+            workers=self.workers,
         )
         iterator = self.make_iterator(train_dataset_fn)
         monitor = self.eval_cfg.objective
@@ -343,7 +330,7 @@ class ContrastiveTrainer:
             self.epoch = epoch + 1
             for callback in callbacks:
                 stop = bool(callback.on_epoch_end(epoch, metrics, self)) or stop
-            stop = self._agree(float(stop), tf.distribute.ReduceOp.SUM) > 0  # any worker stops all
+            stop = self._add_up(np.array([float(stop)]))[0] > 0  # any worker stops all
             logger.info(
                 "epoch %d: loss %.4f %s %.4f (%.1fs)",
                 epoch,
@@ -372,13 +359,7 @@ class ContrastiveTrainer:
         self.wait += 1
         return self.wait >= self.train_cfg.early_stopping_patience
 
-    def _agree(self, value: float, op: tf.distribute.ReduceOp) -> float:
-        """``value`` combined over every replica (compiled: nothing eager under the strategy)."""
-        if self.num_replicas == 1:
-            return value
-        return float(self._agreed[op](tf.constant(value, tf.float32)))
-
-    def worker_rank(self) -> tuple[int, int]:
+    def _worker_rank(self) -> tuple[int, int]:
         """This process's rank among the strategy's workers, and their count (0, 1 when the
         strategy spans one process)."""
         resolver = getattr(self.strategy, "cluster_resolver", None)
@@ -388,17 +369,18 @@ class ContrastiveTrainer:
             return 0, 1
         return tasks.index((resolver.task_type, int(resolver.task_id))), len(tasks)
 
+    def _sum_over_workers(self, value: tf.Tensor) -> tf.Tensor:
+        """Element-wise sum over the workers of ``value``, which each worker holds once: each
+        of a worker's replicas contributes its share (one collective)."""
+        share = value / (self.num_replicas // self.workers)
+        per_replica = self.strategy.run(lambda: tf.identity(share))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
     def _add_up(self, vector: np.ndarray) -> np.ndarray:
-        """Element-wise sum of ``vector`` over the workers (one collective)."""
+        """``_sum_over_workers`` of a host vector (compiled: nothing eager under the strategy)."""
         if self.num_replicas == 1:
             return vector
-        total = self._summed(tf.constant(vector, tf.float64)).numpy()
-        # Each worker's vector was counted once per replica it holds.
-        return total / (self.num_replicas // self.worker_rank()[1])
-
-    def _reduce_scalar(self, value: tf.Tensor, op: tf.distribute.ReduceOp) -> tf.Tensor:
-        per_replica = self.strategy.run(lambda: tf.identity(value))
-        return self.strategy.reduce(op, per_replica, axis=None)
+        return self._summed(tf.constant(vector, tf.float64)).numpy()
 
     def history(self) -> History:
         return History(
