@@ -13,7 +13,9 @@ HTTP on 127.0.0.1, started here). Printed:
     sampled);
 (c) training-data memory per Train worker, W = 1 and W = 2: what each worker's
     ``WindowSource`` holds (its shard of the train split + the fixed evaluation samples),
-    read from the prepared dataset on S3 as a trial's worker reads it;
+    read from the prepared dataset on S3 as a trial's worker reads it, with the rows it read
+    and how long it took (and the same for the first reader, which builds and caches the
+    evaluation samples);
 (d) seconds per epoch in evaluation vs in training steps at this size, with the default
     config (``configs/seed_best.yaml``), one process.
 
@@ -120,20 +122,26 @@ def measure_worker_memory(prepared: str, env: dict) -> dict:
     os.environ.update(env)
     cfg = load_config(ROOT / "configs" / "seed_best.yaml")
     settings = StorageSettings(addressing_style="path")
-    out = {}
+
+    def load(index: int, workers: int) -> tuple[int, int, float, int]:
+        started = time.perf_counter()
+        source = window_source(
+            cfg, prepared, settings=settings, shard=Shard(index, workers), evaluate_test=False
+        )
+        took = time.perf_counter() - started
+        return source.nbytes(), source.technical.nbytes, took, source.rows_read
+
+    # The first reader builds the evaluation samples from every row and caches them; every
+    # later one (each trial's workers) reads only its shard's row groups.
+    first = load(0, 1)
+    out: dict = {"first": {"load_seconds": first[2], "rows_read": first[3]}}
     for workers in (1, 2):
-        sizes = []
-        for index in range(workers):
-            started = time.perf_counter()
-            source = window_source(
-                cfg, prepared, settings=settings, shard=Shard(index, workers), evaluate_test=False
-            )
-            sizes.append((source.nbytes(), source.technical.nbytes, time.perf_counter() - started))
-            del source
+        sizes = [load(index, workers) for index in range(workers)]
         out[workers] = {
             "bytes": max(s[0] for s in sizes),
             "fit_rows_bytes": max(s[1] for s in sizes),
             "load_seconds": max(s[2] for s in sizes),
+            "rows_read": max(s[3] for s in sizes),
         }
     return out
 
@@ -297,13 +305,15 @@ def main() -> int:
                 upload_directory(single_out, prepared, StorageSettings(addressing_style="path"))
             child = [sys.executable, __file__, "--prepared", prepared, "--child"]
             memory = _child(child + ["memory"], env)
-            w1, w2 = memory["1"], memory["2"]
+            w1, w2, cold = memory["1"], memory["2"], memory["first"]
             print(
                 f"(c) training data per worker: W=1 {w1['bytes'] / 2**20:,.0f} MiB "
-                f"(fit rows {w1['fit_rows_bytes'] / 2**20:,.0f} MiB, loaded in "
-                f"{w1['load_seconds']:.1f} s); W=2 {w2['bytes'] / 2**20:,.0f} MiB "
-                f"(fit rows {w2['fit_rows_bytes'] / 2**20:,.0f} MiB, loaded in "
-                f"{w2['load_seconds']:.1f} s)",
+                f"(fit rows {w1['fit_rows_bytes'] / 2**20:,.0f} MiB; read "
+                f"{w1['rows_read']:,} of {meta_a['rows']['prepared']:,} rows in {w1['load_seconds']:.1f} s); W=2 "
+                f"{w2['bytes'] / 2**20:,.0f} MiB (fit rows {w2['fit_rows_bytes'] / 2**20:,.0f} "
+                f"MiB; read {w2['rows_read']:,} rows in {w2['load_seconds']:.1f} s); the first "
+                f"reader, which builds and caches the evaluation samples: {cold['rows_read']:,} "
+                f"rows in {cold['load_seconds']:.1f} s",
                 flush=True,
             )
             epoch = _child(child + ["epoch"], env)

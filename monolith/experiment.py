@@ -66,17 +66,23 @@ def data_fingerprint(
 
 
 def _listing(uri: str, store: StorageSettings) -> list[list]:
-    """Every file of a folder or prefix by location, size and version."""
+    """Every file of a prepared dataset by location, size and version (its readers' cache
+    aside: they add it, and it derives from the rest)."""
+    from monolith.data.prepared import CACHE_DIR
+
     location = parse_uri(uri)
+    cache = str(location.join(CACHE_DIR)) + "/"
     if location.is_s3:
         from monolith import storage
 
-        return [[o.uri, o.size, o.etag] for o in storage.list_objects(str(location), store)]
-    return [
-        [str(p), p.stat().st_size, p.stat().st_mtime_ns]
-        for p in sorted(location.path.rglob("*"))
-        if p.is_file()
-    ]
+        listed = [[o.uri, o.size, o.etag] for o in storage.list_objects(str(location), store)]
+    else:
+        listed = [
+            [str(p), p.stat().st_size, p.stat().st_mtime_ns]
+            for p in sorted(location.path.rglob("*"))
+            if p.is_file()
+        ]
+    return [entry for entry in listed if not entry[0].startswith(cache)]
 
 
 def _read_json(uri: str, store: StorageSettings) -> dict | None:

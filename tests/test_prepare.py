@@ -293,6 +293,53 @@ def test_worker_shards_hold_disjoint_rows_that_cover_the_training_split(prepared
     assert steps == min(counts) // 8 == shards[1].steps_per_epoch(16)
 
 
+def test_a_worker_reads_only_its_row_groups_once_the_samples_are_cached(tmp_path, monkeypatch):
+    """Partitions are written in row groups. The first reader builds the row layout and the
+    evaluation samples from every row and caches them; after that a worker of two reads only
+    the row groups of its shard, and holds the same arrays as a reader that reads everything."""
+    import pyarrow.parquet as pq
+
+    from monolith import experiment
+    from monolith.config import MonolithConfig
+    from monolith.data import prepare
+
+    monkeypatch.setattr(prepare, "ROW_GROUP_ROWS", 128)
+    out = tmp_path / "data"
+    prepare_dataset(_cfg(), out)
+    parts = sorted((out / "dataset").rglob("*.parquet"))
+    assert all(pq.ParquetFile(p).metadata.num_row_groups >= 6 for p in parts)
+    fingerprint = experiment.data_fingerprint(MonolithConfig(data=_cfg(source=str(out))))
+    samples = {"val": 40, "train": 60}
+
+    first = WindowSource(out, shard=Shard(0, 2), samples=samples)
+    total = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+    assert first.rows_read == total  # built the samples: every row
+    cached = sorted(p.name.split("-")[0] for p in (out / "cache").iterdir())
+    assert cached == ["layout", "train", "val"]
+    shards = [WindowSource(out, shard=Shard(i, 2), samples=samples) for i in range(2)]
+    for src in shards:
+        assert src.rows_read < 0.6 * total
+    assert sum(src.rows_read for src in shards) < total  # val and test rows not read at all
+
+    import shutil
+
+    shutil.rmtree(out / "cache")
+    uncached = [WindowSource(out, shard=Shard(i, 2), samples=samples) for i in range(2)]
+    for a, b in zip(shards, uncached, strict=True):
+        np.testing.assert_array_equal(a.technical, b.technical)
+        np.testing.assert_array_equal(a.window_ends(), b.window_ends())
+        for key in b._rows:
+            np.testing.assert_array_equal(a._rows[key], b._rows[key])
+        for split in samples:
+            for got, want in zip(a.arrays(split), b.arrays(split), strict=True):
+                assert set(got) == set(want)
+                for key in want:
+                    np.testing.assert_array_equal(got[key], want[key])
+    # the cache is not part of the dataset's identity: experiments keep their fingerprint
+    again = experiment.data_fingerprint(MonolithConfig(data=_cfg(source=str(out))))
+    assert again["key"] == fingerprint["key"]
+
+
 def _unscaled_close(src: WindowSource, prepared: Path) -> np.ndarray:
     scalers = json.loads((prepared / "scalers.json").read_text())
     names = {n: s for s, n in src.metadata["instruments"].items()}

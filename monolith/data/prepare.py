@@ -59,6 +59,7 @@ from monolith.data.prepared import (
     DRIFT_REFERENCE,
     FORMAT_VERSION,
     METADATA_FILE,
+    ROW_GROUP_ROWS,
     SCALERS_JSON,
     SCALERS_PKL,
     SPLIT_CODES,
@@ -414,6 +415,7 @@ def write_partitions(
                 path,
                 filesystem=fs,
                 use_dictionary=_dictionary_columns(table.schema),
+                row_group_size=ROW_GROUP_ROWS,
                 memory_pool=pool,
             )
         except OSError as exc:

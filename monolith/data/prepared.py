@@ -8,6 +8,9 @@ files from wherever it lives (a local folder or an ``s3://`` prefix)::
         drift_reference.npz                          scaled train rows to compare new data with
         data_processing_metadata.json                written last: what was read, cleaned,
                                                      built and split
+        cache/<what>-<digest>.npz                    the row layout and evaluation samples,
+                                                     cached by their first reader (derived from
+                                                     the rest: safe to delete)
 
 A prepared dataset is complete when its metadata file exists: every writer puts it last.
 """
@@ -37,6 +40,13 @@ DRIFT_REFERENCE = "drift_reference.npz"
 DATASET_DIR = "dataset"
 PARTITION_KEY = "instrument"
 PART_FILE = "part-0.parquet"
+# Rows per Parquet row group of a partition: a Train worker reads only the groups its shard's
+# rows lie in (smaller groups skip more rows, larger ones make fewer, bigger range requests).
+ROW_GROUP_ROWS = 8192
+# What readers derive from every row (the row layout, the evaluation samples), cached by the
+# first reader that builds it so later ones read only their own rows. Not part of the
+# dataset's identity: the experiment fingerprint leaves this folder out.
+CACHE_DIR = "cache"
 # Row-level columns every prepared partition holds besides the features.
 TIMESTAMP_COLUMN = "timestamp"
 SPLIT_COLUMN = "split"

@@ -17,6 +17,13 @@ What a worker holds (``WindowSource``), read straight from the prepared dataset'
   spaced over the split's windows of every symbol (in instrument, then time order),
   materialised as arrays. The same sample on every worker and for every trial, whatever W.
 
+What a worker reads: the row layout (split, segment, target) of every symbol, then only the
+Parquet row groups that hold its shard's rows. The layout and the samples touch every row, so
+the first reader builds them and caches them under ``<prepared>/cache/`` (keyed by the
+dataset's metadata and scalers, and for a sample by L and its cap); later readers (every
+trial's workers) take them from there. Where the cache cannot be written (read-only storage)
+every reader builds them.
+
 Element structure of the pipeline and the samples: ``(features, targets)`` with
 ``features["technical_input"]`` float32 [B, L, F] (scaled with the train-fitted scalers),
 ``features["instrument_input"]`` int32 [B], and, where present, ``embeddings_input`` [B, E],
@@ -29,7 +36,11 @@ float32, NaN there) and ``end_time``; the training stream carries regime and dir
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
+import zipfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,10 +51,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from monolith.config import InputSpec, probe_kind
 from monolith.data.prepared import (
+    CACHE_DIR,
     DATASET_DIR,
     DIRECTION_COLUMN,
     FORMAT_VERSION,
@@ -59,8 +70,9 @@ from monolith.data.prepared import (
     read_json_file,
 )
 from monolith.data.splits import SPLITS
-from monolith.errors import DataError
-from monolith.storage import StorageSettings
+from monolith.errors import DataError, StorageError
+from monolith.filesystems import read_bytes
+from monolith.storage import StorageSettings, write_bytes
 from monolith.uri import Location, parse_uri
 
 log = logging.getLogger(__name__)
@@ -81,7 +93,26 @@ FIT_SPLITS = {"train": ("train",), "train+val": ("train", "val")}
 # What the fit split keeps per row (the training stream's targets; extra probe targets and
 # end times are read for the evaluation samples only).
 _FIT_ROWS = ("instrument", "regime", "direction", "embeddings_input", "mcp_input", "cot_input")
+_LAYOUT = ("split", "segment", "has_target")  # a symbol's row layout (_SymbolIndex)
 _READ_THREADS = 4
+# Partitions are read with their byte ranges merged across the columns left out and across
+# adjacent row groups: one request per span on object storage, not one per column chunk.
+_PARQUET = pads.ParquetFileFormat(
+    default_fragment_scan_options=pads.ParquetFragmentScanOptions(
+        pre_buffer=True,
+        cache_options=pa.CacheOptions(hole_size_limit=1 << 20, range_size_limit=64 << 20),
+    )
+)
+# A reader that reads a few columns of every row (the layout, before it is cached) takes each
+# partition in one request: what row groups save in bytes, requests per group would cost.
+_PARQUET_WHOLE = pads.ParquetFileFormat(
+    default_fragment_scan_options=pads.ParquetFragmentScanOptions(
+        pre_buffer=True,
+        cache_options=pa.CacheOptions(hole_size_limit=1 << 30, range_size_limit=1 << 30),
+    )
+)
+# Bump when what the cache holds changes: older cache files are then ignored.
+_CACHE_VERSION = 1
 
 
 def valid_window_ends(
@@ -249,10 +280,17 @@ class WindowSource:
             for split in SPLITS
         }
         self._shard_counts = self._count_shards(index) if fit_split else []
-        fit_rows, sample_ends = self._select(index, dict(samples or {}))
-        self._load(index, fit_rows, sample_ends)
+        samples = dict(samples or {})
+        fit_rows, sample_ends = self._select(index, samples)
+        cached = self._cached_samples(samples, sample_ends)
+        self.rows_read = self._load(
+            index, fit_rows, {s: e for s, e in sample_ends.items() if s not in cached}
+        )
+        self._cache_samples({s: cap for s, cap in samples.items() if s not in cached})
+        self._samples.update(cached)
         log.info(
-            "windows (L=%d, shard %d/%d): fit %s %d of %s; samples %s; %.1f MB",
+            "windows (L=%d, shard %d/%d): fit %s %d of %s; samples %s (cached: %s); "
+            "read %d of %d rows; %.1f MB",
             self.sequence_length,
             shard.index + 1,
             shard.count,
@@ -260,28 +298,64 @@ class WindowSource:
             len(self._fit_ends),
             self._global_counts,
             {k: len(v[1]["regime"]) for k, v in self._samples.items()},
+            sorted(cached),
+            self.rows_read,
+            sum(len(ix.split) for ix in index),
             self.nbytes() / 1e6,
         )
 
     # -- reading -------------------------------------------------------------------------------
-    def _read(self, symbol: str, columns: list[str]) -> pa.Table:
+    def _read(
+        self,
+        symbol: str,
+        columns: list[str],
+        runs: list[tuple[int, int]] | None = None,
+        layout: pads.ParquetFileFormat = _PARQUET,
+    ) -> tuple[pa.Table, np.ndarray | None]:
+        """``columns`` of ``symbol``'s partition: every row, or only the row groups that hold
+        ``runs``; with the position of each partition row in the table (-1: not read; None:
+        every row, in order)."""
         from monolith.filesystems import arrow_filesystem
 
         fs, root = arrow_filesystem(self.location, self.settings)
         path = f"{root}/{partition_path(symbol)}"
         try:
-            return pq.read_table(path, columns=columns, filesystem=fs)
+            part = layout.make_fragment(path, filesystem=fs)
+            sizes = [g.num_rows for g in part.row_groups]
+            starts = np.cumsum([0, *sizes])
+            groups = list(range(len(sizes)))
+            if runs is not None:
+                groups = [
+                    g for g in groups if any(a < starts[g + 1] and b > starts[g] for a, b in runs)
+                ]
+                part = part.subset(row_group_ids=groups)
+            table = part.to_table(columns=columns)
         except (OSError, pa.ArrowInvalid) as exc:
             raise DataError(
                 f"{self.location.join(partition_path(symbol))}: cannot read the prepared "
                 f"partition of {symbol!r}: {str(exc).strip().splitlines()[0]}"
             ) from None
+        if runs is None:
+            return table, None
+        position = np.full(int(starts[-1]), -1, dtype=np.int64)
+        offset = 0
+        for g in groups:
+            position[starts[g] : starts[g + 1]] = np.arange(offset, offset + sizes[g])
+            offset += sizes[g]
+        return table, position
 
     def _read_index(self) -> list[_SymbolIndex]:
+        location = self._cache_location("layout")
+        cached = self._cache_get(location)
+        if cached is not None:
+            try:
+                return [self._unpack_layout(cached, i, s) for i, s in enumerate(self._symbols)]
+            except KeyError as exc:
+                log.warning("ignoring the cached row layout %s: no %s", location, exc)
         columns = [SPLIT_COLUMN, SEGMENT_COLUMN, DIRECTION_COLUMN]
 
         def one(symbol: str) -> _SymbolIndex:
-            table = self._read(symbol, columns)
+            table, _ = self._read(symbol, columns, layout=_PARQUET_WHOLE)
             split = table.column(SPLIT_COLUMN)
             if pa.types.is_dictionary(split.type):
                 split = split.cast(pa.string())
@@ -297,7 +371,24 @@ class WindowSource:
             )
 
         with ThreadPoolExecutor(_READ_THREADS) as pool:
-            return list(pool.map(one, self._symbols))
+            index = list(pool.map(one, self._symbols))
+        packed: dict[str, np.ndarray] = {}
+        for i, ix in enumerate(index):
+            for name in _LAYOUT:
+                packed[f"{i}.{name}.values"], packed[f"{i}.{name}.lengths"] = _runs_of(
+                    getattr(ix, name)
+                )
+        self._cache_put(location, packed)
+        return index
+
+    def _unpack_layout(self, cached: dict[str, np.ndarray], i: int, symbol: str) -> _SymbolIndex:
+        arrays = {
+            name: np.repeat(cached[f"{i}.{name}.values"], cached[f"{i}.{name}.lengths"])
+            for name in _LAYOUT
+        }
+        return _SymbolIndex(
+            symbol=symbol, instrument=int(self.metadata["instruments"][symbol]), **arrays
+        )
 
     def _fit_runs(self, ix: _SymbolIndex, shard: int) -> list[tuple[int, int]]:
         """This symbol's rows of the fit split that shard ``shard`` holds."""
@@ -349,25 +440,30 @@ class WindowSource:
         index: list[_SymbolIndex],
         fit_rows: dict[str, list[tuple[int, int]]],
         sample_ends: dict[str, dict[str, np.ndarray]],
-    ) -> None:
-        """Read each symbol's feature rows once; keep this shard's fit rows and the samples."""
+    ) -> int:
+        """Read each symbol's feature rows once (only the row groups of this shard's fit rows
+        when no sample needs the rest); keep the fit rows and build the samples. Returns the
+        rows read."""
         L = self.sequence_length
         columns = [*self.technical_columns, REGIME_COLUMN, DIRECTION_COLUMN, TIMESTAMP_COLUMN]
         columns += [c for names in self.extra_inputs.values() for c in names]
         if sample_ends:
             columns += list(self.extra_targets.values())
 
-        def one(ix: _SymbolIndex) -> tuple[dict, dict[str, dict]]:
+        def one(ix: _SymbolIndex) -> tuple[dict, dict[str, dict], int]:
             runs = fit_rows[ix.symbol]
             wanted = {split: ends[ix.symbol] for split, ends in sample_ends.items()}
             if not any(b > a for a, b in runs) and not any(len(e) for e in wanted.values()):
-                return {}, {}
-            table = self._read(ix.symbol, columns)
+                return {}, {}, 0
+            # The samples need rows of every group; the fit rows only their own groups.
+            table, position = self._read(ix.symbol, columns, None if wanted else runs)
             scaled = self._scaled(ix.symbol, table)
             rows = self._row_arrays(ix, table)
             fit: dict = {}
             if runs:
                 take = np.concatenate([np.arange(a, b) for a, b in runs])
+                if position is not None:
+                    take = position[take]
                 # Window ends relative to this symbol's kept rows: each run is its own block.
                 ends, offset = [], 0
                 for a, b in runs:
@@ -389,11 +485,11 @@ class WindowSource:
                     "technical": scaled[window],
                     "rows": {k: v[ends] for k, v in rows.items()},
                 }
-            return fit, picked
+            return fit, picked, table.num_rows
 
         with ThreadPoolExecutor(_READ_THREADS) as pool:
             parts = list(pool.map(one, index))
-        fit_parts = [f for f, _ in parts if f]
+        fit_parts = [f for f, _, _ in parts if f]
         n_features = len(self.technical_columns)
         if fit_parts:
             self.technical = np.concatenate([f["technical"] for f in fit_parts])
@@ -410,7 +506,7 @@ class WindowSource:
             self._rows = {}
         self._samples: dict[str, tuple[dict, dict]] = {}
         for split in sample_ends:
-            chunks = [p[split] for _, p in parts if split in p]
+            chunks = [p[split] for _, p, _ in parts if split in p]
             technical = (
                 np.concatenate([c["technical"] for c in chunks])
                 if chunks
@@ -422,6 +518,71 @@ class WindowSource:
                 else {}
             )
             self._samples[split] = self._as_batch(technical, rows)
+        return sum(n for _, _, n in parts)
+
+    # -- the cache: what every reader would otherwise build from every row --------------------
+    def _cache_location(self, what: str, **identity: object) -> Location:
+        key = {"version": _CACHE_VERSION, "metadata": self.metadata, "scalers": self._scalers}
+        digest = hashlib.sha256(
+            json.dumps({**key, **identity}, sort_keys=True, default=str).encode()
+        ).hexdigest()[:24]
+        return self.location.join(CACHE_DIR, f"{what}-{digest}.npz")
+
+    def _cache_get(self, location: Location) -> dict[str, np.ndarray] | None:
+        try:
+            body = read_bytes(location, self.settings)
+        except StorageError:
+            return None  # not cached yet (or unreadable): built from the partitions
+        try:
+            with np.load(io.BytesIO(body), allow_pickle=False) as stored:
+                return {name: stored[name] for name in stored.files}
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            log.warning("ignoring the cache file %s: %s", location, exc)
+            return None
+
+    def _cache_put(self, location: Location, arrays: dict[str, np.ndarray]) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        try:
+            write_bytes(str(location), buffer.getvalue(), self.settings)
+        except (StorageError, OSError) as exc:  # a cache is worth less than the run
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning(
+                "not cached at %s (%s): readers build it from the partitions", location, reason
+            )
+
+    def _sample_location(self, split: str, cap: int | None) -> Location:
+        return self._cache_location(
+            f"{split}-L{self.sequence_length}", sequence_length=self.sequence_length, cap=cap
+        )
+
+    def _cached_samples(
+        self, samples: dict[str, int | None], sample_ends: dict[str, dict[str, np.ndarray]]
+    ) -> dict[str, tuple[dict, dict]]:
+        """The samples a reader before this one cached (of the expected size), by split."""
+        out = {}
+        for split, cap in samples.items():
+            location = self._sample_location(split, cap)
+            cached = self._cache_get(location)
+            if cached is None:
+                continue
+            features = {k.split(".", 1)[1]: v for k, v in cached.items() if k.startswith("f.")}
+            targets = {k.split(".", 1)[1]: v for k, v in cached.items() if k.startswith("t.")}
+            expected = sum(len(e) for e in sample_ends[split].values())
+            if "technical_input" in features and len(targets.get("regime", ())) == expected:
+                out[split] = (features, targets)
+            else:
+                log.warning("ignoring the cached sample %s: not this sample", location)
+        return out
+
+    def _cache_samples(self, samples: dict[str, int | None]) -> None:
+        for split, cap in samples.items():
+            features, targets = self._samples[split]
+            self._cache_put(
+                self._sample_location(split, cap),
+                {**{f"f.{k}": v for k, v in features.items()},
+                 **{f"t.{k}": v for k, v in targets.items()}},
+            )  # fmt: skip
 
     def _scaled(self, symbol: str, table: pa.Table) -> np.ndarray:
         params = self._scalers["symbols"].get(symbol)
@@ -587,6 +748,14 @@ class WindowSource:
             features = {k: v[pick] for k, v in features.items()}
             targets = {k: v[pick] for k, v in targets.items()}
         return features, targets
+
+
+def _runs_of(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` as runs: each run's value and length (``np.repeat`` undoes it)."""
+    if len(values) == 0:
+        return values[:0], np.empty(0, dtype=np.int64)
+    starts = np.r_[0, np.flatnonzero(values[1:] != values[:-1]) + 1]
+    return values[starts], np.diff(np.r_[starts, len(values)])
 
 
 def _even(n: int, cap: int | None) -> np.ndarray:
