@@ -632,7 +632,9 @@ def prepare_dataset(
         # scalers.pkl need (hmmlearn, scikit-learn: ~2 s) now rather than on the critical path.
         threading.Thread(target=_import_central_libraries, daemon=True).start()
     try:
-        runner.start(plans)
+        t = time.perf_counter()
+        runner.start(plans)  # waits for the group processes to be up
+        timings["groups started"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
         summaries = runner.call("load")
         timings["load (groups)"] = round(time.perf_counter() - t, 3)
