@@ -340,6 +340,27 @@ def test_a_worker_reads_only_its_row_groups_once_the_samples_are_cached(tmp_path
     assert again["key"] == fingerprint["key"]
 
 
+def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path, caplog):
+    """Storage where the cache cannot go (here a file named like its folder): every reader
+    builds the layout and samples itself, and says so once per file it could not cache."""
+    import logging
+
+    out = tmp_path / "data"
+    prepare_dataset(_cfg(), out)
+    (out / "cache").write_text("not a folder")
+    samples = {"val": 40}
+    with caplog.at_level(logging.WARNING, logger="monolith.data.windows"):
+        blocked = WindowSource(out, shard=Shard(1, 2), samples=samples)
+    warnings = [r.getMessage() for r in caplog.records if "not cached at" in r.getMessage()]
+    assert len(warnings) == 2 and all(str(out / "cache") in w for w in warnings)
+    (out / "cache").unlink()
+    fresh = WindowSource(out, shard=Shard(1, 2), samples=samples)
+    np.testing.assert_array_equal(blocked.technical, fresh.technical)
+    for got, want in zip(blocked.arrays("val"), fresh.arrays("val"), strict=True):
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+
+
 def _unscaled_close(src: WindowSource, prepared: Path) -> np.ndarray:
     scalers = json.loads((prepared / "scalers.json").read_text())
     names = {n: s for s, n in src.metadata["instruments"].items()}

@@ -70,7 +70,7 @@ from monolith.data.prepared import (
     read_json_file,
 )
 from monolith.data.splits import SPLITS
-from monolith.errors import DataError, StorageError
+from monolith.errors import DataError, MonolithError, StorageError
 from monolith.filesystems import read_bytes
 from monolith.storage import StorageSettings, write_bytes
 from monolith.uri import Location, parse_uri
@@ -545,7 +545,7 @@ class WindowSource:
         np.savez(buffer, **arrays)
         try:
             write_bytes(str(location), buffer.getvalue(), self.settings)
-        except (StorageError, OSError) as exc:  # a cache is worth less than the run
+        except (MonolithError, OSError) as exc:  # a cache is worth less than the run
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.warning(
                 "not cached at %s (%s): readers build it from the partitions", location, reason
