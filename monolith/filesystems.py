@@ -89,8 +89,9 @@ def read_bytes(location: Location | str, settings: StorageSettings | None = None
     except FileNotFoundError:
         raise StorageError(f"no file {location}") from None
     except OSError as exc:
-        raise StorageError(f"cannot read {location}: {_first_line(exc)}") from None
+        raise StorageError(f"cannot read {location}: {first_line(exc)}") from None
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An error's first line (its type's name when it has no message): for one-line errors."""
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -340,9 +340,10 @@ def test_a_worker_reads_only_its_row_groups_once_the_samples_are_cached(tmp_path
     assert again["key"] == fingerprint["key"]
 
 
-def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path, caplog):
+def test_a_cache_that_cannot_be_written_or_read_costs_a_warning_not_the_run(tmp_path, caplog):
     """Storage where the cache cannot go (here a file named like its folder): every reader
-    builds the layout and samples itself, and says so once per file it could not cache."""
+    builds the layout and samples itself, and says so once per file it could not cache. A
+    damaged cache file is ignored the same way."""
     import logging
 
     out = tmp_path / "data"
@@ -355,6 +356,16 @@ def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path, ca
     assert len(warnings) == 2 and all(str(out / "cache") in w for w in warnings)
     (out / "cache").unlink()
     fresh = WindowSource(out, shard=Shard(1, 2), samples=samples)
+    # a damaged cache file is set aside with a warning, the reader builds it again
+    for cached in (out / "cache").iterdir():
+        cached.write_bytes(b"not an npz")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monolith.data.windows"):
+        rebuilt = WindowSource(out, shard=Shard(1, 2), samples=samples)
+    ignored = [r.getMessage() for r in caplog.records if "ignoring the cache" in r.getMessage()]
+    assert len(ignored) == 2
+    assert rebuilt.rows_read == len(load_prepared_frame(out))  # every row, as uncached
+    np.testing.assert_array_equal(rebuilt.technical, fresh.technical)
     np.testing.assert_array_equal(blocked.technical, fresh.technical)
     for got, want in zip(blocked.arrays("val"), fresh.arrays("val"), strict=True):
         for key in want:

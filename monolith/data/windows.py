@@ -71,7 +71,7 @@ from monolith.data.prepared import (
 )
 from monolith.data.splits import SPLITS
 from monolith.errors import DataError, MonolithError, StorageError
-from monolith.filesystems import read_bytes
+from monolith.filesystems import first_line, read_bytes
 from monolith.storage import StorageSettings, write_bytes
 from monolith.uri import Location, parse_uri
 
@@ -310,7 +310,7 @@ class WindowSource:
         symbol: str,
         columns: list[str],
         runs: list[tuple[int, int]] | None = None,
-        layout: pads.ParquetFileFormat = _PARQUET,
+        fmt: pads.ParquetFileFormat = _PARQUET,
     ) -> tuple[pa.Table, np.ndarray | None]:
         """``columns`` of ``symbol``'s partition: every row, or only the row groups that hold
         ``runs``; with the position of each partition row in the table (-1: not read; None:
@@ -320,7 +320,7 @@ class WindowSource:
         fs, root = arrow_filesystem(self.location, self.settings)
         path = f"{root}/{partition_path(symbol)}"
         try:
-            part = layout.make_fragment(path, filesystem=fs)
+            part = fmt.make_fragment(path, filesystem=fs)
             sizes = [g.num_rows for g in part.row_groups]
             starts = np.cumsum([0, *sizes])
             groups = list(range(len(sizes)))
@@ -333,7 +333,7 @@ class WindowSource:
         except (OSError, pa.ArrowInvalid) as exc:
             raise DataError(
                 f"{self.location.join(partition_path(symbol))}: cannot read the prepared "
-                f"partition of {symbol!r}: {str(exc).strip().splitlines()[0]}"
+                f"partition of {symbol!r}: {first_line(exc)}"
             ) from None
         if runs is None:
             return table, None
@@ -355,7 +355,7 @@ class WindowSource:
         columns = [SPLIT_COLUMN, SEGMENT_COLUMN, DIRECTION_COLUMN]
 
         def one(symbol: str) -> _SymbolIndex:
-            table, _ = self._read(symbol, columns, layout=_PARQUET_WHOLE)
+            table, _ = self._read(symbol, columns, fmt=_PARQUET_WHOLE)
             split = table.column(SPLIT_COLUMN)
             if pa.types.is_dictionary(split.type):
                 split = split.cast(pa.string())
@@ -546,9 +546,10 @@ class WindowSource:
         try:
             write_bytes(str(location), buffer.getvalue(), self.settings)
         except (MonolithError, OSError) as exc:  # a cache is worth less than the run
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.warning(
-                "not cached at %s (%s): readers build it from the partitions", location, reason
+                "not cached at %s (%s): readers build it from the partitions",
+                location,
+                first_line(exc),
             )
 
     def _sample_location(self, split: str, cap: int | None) -> Location:
