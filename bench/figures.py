@@ -46,27 +46,46 @@ def steady_epoch(reports: list[dict[str, Any]]) -> float | None:
     return statistics.median(later) if later else None
 
 
-def trial_overheads(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per trial: the wall it adds minus its epoch compute, and where it goes.
+def _windows(
+    trials: list[dict[str, Any]], lanes: int
+) -> list[tuple[dict[str, Any], float, float | None]]:
+    """Each trial with the start of its window and the end of its lane's previous trial.
 
-    Trials are taken in the order they finish; trial i's window runs from the previous
-    trial's last report (the first: its own start) to its own last report, so start-up
-    pipelined behind the previous trial is not counted. Its overhead is that window minus
-    epochs x its steady epoch (so epoch 1's excess over a steady epoch, tracing, counts);
-    known only for trials of >= 2 epochs. ``ray_start_s``: window start -> its workers enter
-    the worker loop (first report time minus the worker's ``elapsed_seconds``); the rest is
-    ``worker_start_s``. A trial with ``overlapped`` started its workers before the previous
-    trial's last report (two computing at once), where the split does not hold.
+    ``lanes`` trials run at once (Tune's ``max_concurrent_trials``). Trials are taken in the
+    order they started; each takes the lane that came free first, and its window runs from
+    that lane's previous trial's last report (or its own start, if later) to its own last
+    report. With one lane this is the previous trial's end, so start-up pipelined behind it
+    is not counted; with two, the other lane's trial computing meanwhile does not shorten it.
+    """
+    ends: list[float | None] = [None] * max(1, lanes)
+    out = []
+    for trial in sorted(trials, key=lambda t: (t["start"], t["trial"])):
+        lane = min(range(len(ends)), key=lambda i: -math.inf if ends[i] is None else ends[i])
+        previous = ends[lane]
+        start = trial["start"] if previous is None else max(previous, trial["start"])
+        out.append((trial, start, previous))
+        ends[lane] = trial["reports"][-1]["time"]
+    return out
+
+
+def trial_overheads(trials: list[dict[str, Any]], lanes: int = 1) -> list[dict[str, Any]]:
+    """Per trial: the wall it adds to its lane minus its epoch compute, and where it goes.
+
+    A trial's window (``_windows``) runs from its lane's previous trial's last report (the
+    first: its own start) to its own last report. Its overhead is that window minus epochs x
+    its steady epoch (so epoch 1's excess over a steady epoch, tracing, counts); known only
+    for trials of >= 2 epochs. ``ray_start_s``: window start -> its workers enter the worker
+    loop (first report time minus the worker's ``elapsed_seconds``); the rest is
+    ``worker_start_s``. A trial with ``overlapped`` started its workers before its lane's
+    previous trial's last report (two computing in one lane), where the split does not hold.
 
     Each trial: ``{"trial", "start", "reports"}``.
     """
     out = []
-    previous_end: float | None = None
-    for trial in sorted(trials, key=lambda t: t["reports"][-1]["time"]):
+    for trial, window_start, previous_end in _windows(trials, lanes):
         reports = trial["reports"]
         first, last = reports[0], reports[-1]
         loop_start = first["time"] - first["elapsed_seconds"]
-        window_start = trial["start"] if previous_end is None else max(previous_end, trial["start"])
         steady = steady_epoch(reports)
         row: dict[str, Any] = {
             "trial": trial["trial"],
@@ -80,20 +99,14 @@ def trial_overheads(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["overhead_s"] = row["wall_s"] - len(reports) * steady
             row["worker_start_s"] = row["overhead_s"] - row["ray_start_s"]
         out.append(row)
-        previous_end = last["time"]
     return sorted(out, key=lambda r: r["trial"])
 
 
-def floor_overheads(trials: list[dict[str, Any]]) -> list[float]:
-    """Per trivial trial (one report, no model): the wall it adds, measured like
-    ``trial_overheads`` (previous trial's report -> its own; the first from its start)."""
-    out = []
-    previous: float | None = None
-    for trial in sorted(trials, key=lambda t: t["reports"][-1]["time"]):
-        end = trial["reports"][-1]["time"]
-        out.append(end - (trial["start"] if previous is None else max(previous, trial["start"])))
-        previous = end
-    return out
+def floor_overheads(trials: list[dict[str, Any]], lanes: int = 1) -> list[float]:
+    """Per trivial trial (one report, no model): the wall it adds to its lane, measured like
+    ``trial_overheads`` (its lane's previous trial's report -> its own; the first from its
+    start), in the order the trials started."""
+    return [t["reports"][-1]["time"] - start for t, start, _ in _windows(trials, lanes)]
 
 
 def spread(values: list[float | None]) -> dict[str, float | None]:

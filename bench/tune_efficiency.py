@@ -11,15 +11,18 @@ seeds 0..R-1 (TPE and training seeds), one run at a time, nothing else on the ma
    start (the original had none); every trial trains to E epochs in that process
    (``monolith.training.train_on_prepared``: no early stopping, no pruning).
 2. This job: ``ray_jobs.tune`` in a child process on an embedded local Ray cluster (OptunaSearch
-   TPE with the base config as trial 1, ASHA on per-epoch reports, each trial a 2-worker Ray
-   Train run through ``ray_jobs.train_adapter``).
-3. The floor: a Tune experiment of N trivial trials through the same adapter (2 workers that
-   report once, no model): what Ray itself costs per trial on this machine.
+   TPE with the base config as trial 1, ASHA on per-epoch reports, each trial a Ray Train run
+   through ``ray_jobs.train_adapter``), in the base config's layout: ``tune.num_workers``
+   workers per trial, ``tune.max_concurrent_trials`` trials at once (configs/local.yaml: two
+   1-worker trials at once on 2 cores).
+3. The floor: a Tune experiment of N trivial trials through the same adapter in the same
+   layout (workers that report once, no model): what Ray itself costs per trial here.
 4. Windows/s through the adapter with (workers x CPUs) 1x1, 2x1 and 1x2: optimizer steps only.
 
 Figures (arithmetic in ``bench/figures.py``), medians and ranges over the R runs: best
 objective; best objective within the baseline's median wall time; total wall; this job's
-per-trial overhead (the wall a trial adds minus epochs x its steady epoch) against the floor's.
+per-trial overhead (the wall a trial adds to its lane, i.e. to one of the concurrent trial
+slots, minus epochs x its steady epoch) against the floor's.
 Targets on the 2-core reference machine: per-trial overhead median <= 12 s and <= 1.5x the
 floor; 2 workers x 1 CPU >= 0.95x 1 worker x 2 CPUs; within the baseline's median wall time,
 this job's median best objective equal or better.
@@ -160,7 +163,8 @@ def child_original(spec: dict[str, Any]) -> int:
 
 
 def child_floor(spec: dict[str, Any]) -> int:
-    """N trivial trials under Tune, each a 2-worker run through the adapter that reports once."""
+    """N trivial trials under Tune in the job's layout (its workers per trial and trials at
+    once), each a run through the adapter whose workers report once."""
     from ray_jobs._ray import connect
     from ray_jobs.console import quiet
 
@@ -188,7 +192,9 @@ def child_floor(spec: dict[str, Any]) -> int:
         tune.with_resources(
             tune.with_parameters(_noop_trial, static=static), {"CPU": s.driver_cpus}
         ),
-        tune_config=tune.TuneConfig(num_samples=spec["trials"], max_concurrent_trials=1),
+        tune_config=tune.TuneConfig(
+            num_samples=spec["trials"], max_concurrent_trials=s.max_concurrent_trials
+        ),
         run_config=tune.RunConfig(name="floor", storage_path=spec["storage"], verbose=0),
     )
     tuner.fit()
@@ -413,7 +419,7 @@ def run_original(args, work: Path, env, config: Path, prepared: Path, seed: int,
     return {"reports": data["reports"], "wall_s": proc["wall_s"]}
 
 
-def run_job(args, work: Path, env, config: Path, seed: int, metric: str):
+def run_job(args, work: Path, env, config: Path, seed: int, metric: str, lanes: int):
     storage = work / f"experiments-{seed}"
     argv = ["--config", str(config), "--name", EXPERIMENT, "--storage", str(storage)]
     proc = spawn(f"tune-{seed}", "tune", {"argv": argv}, work, env, args.timeout)
@@ -425,7 +431,7 @@ def run_job(args, work: Path, env, config: Path, seed: int, metric: str):
         "reports": [r for t in trials for r in t["reports"]],
         "wall_s": proc["wall_s"],
         "stop_reasons": summary.get("stop_reasons"),
-        "overheads": figures.trial_overheads(trials),
+        "overheads": figures.trial_overheads(trials, lanes),
     }
 
 
@@ -449,26 +455,33 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         configs[seed] = work / f"config-{seed}.yaml"
         bench_config(args, prepared, configs[seed], seed)
 
+    # The job's layout (and the floor's): workers per trial, trials at once (= lanes).
+    settings = tune_settings(load_config(configs[0]))
+    lanes = max(1, min(settings.max_concurrent_trials, settings.num_samples))
+    layout = {"workers": settings.num_workers, "trials_at_once": lanes}
     original, job = [], []
     for seed in range(args.runs):
         print(f"run {seed + 1}/{args.runs}: original approach (study.optimize n_jobs="
               f"{args.original_jobs}, seed {seed}) ...")  # fmt: skip
         original.append(run_original(args, work, env, configs[seed], prepared, seed, metric))
         print(f"  {original[-1]['wall_s']:.1f} s; this job (seed {seed}) ...")
-        job.append(run_job(args, work, env, configs[seed], seed, job_metric))
+        job.append(run_job(args, work, env, configs[seed], seed, job_metric, lanes))
         print(f"  {job[-1]['wall_s']:.1f} s")
 
-    print(f"the floor: {args.trials} trivial 2-worker trials through the adapter ...")
+    print(
+        f"the floor: {args.trials} trivial trials through the adapter, {layout['workers']} "
+        f"worker(s) each, {lanes} at a time ..."
+    )
     spec = {
         "config": str(configs[0]),
         "storage": str(work / "floor"),
         "trials": args.trials,
-        "cpus": max(os.cpu_count() or 1, 3),
+        "cpus": max(os.cpu_count() or 1, math.ceil(settings.concurrent_cpus())),
     }
     floor_run = spawn("floor", "floor", spec, work, env, args.timeout)
     _check(floor_run, "the floor")
     floor = figures.floor_overheads(
-        tune_trials(work / "floor" / "floor", floor_run["launched"], None)
+        tune_trials(work / "floor" / "floor", floor_run["launched"], None), lanes
     )
 
     layouts = [(1, 1), (2, 1), (1, 2)]
@@ -504,6 +517,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "mode": mode,
             "cpus": os.cpu_count(),
             "quick": args.quick,
+            "layout": layout,
         },
         "original": original,
         "job": job,
@@ -525,6 +539,7 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
                 [x["best_within_baseline_wall"] for x in runs]
             ),
             "wall_s": figures.spread([x["wall_s"] for x in runs]),
+            "wall_per_trial_s": figures.spread([x["wall_s"] / r["budget"]["trials"] for x in runs]),
         }
     overheads = [o.get("overhead_s") for x in r["job"] for o in x["overheads"]]
     out["job"]["overhead_s"] = figures.spread(overheads)
@@ -582,6 +597,10 @@ def report(r: dict[str, Any], s: dict[str, Any]) -> None:
     print(
         f"  {'total wall (s)':<40}{_spread(s['job']['wall_s']):>26}{_spread(s['original']['wall_s']):>26}"
     )
+    print(
+        f"  {'total wall / trials (s)':<40}{_spread(s['job']['wall_per_trial_s']):>26}"
+        f"{_spread(s['original']['wall_per_trial_s']):>26}"
+    )
     print("\n  every run (seed: best / best within the baseline's median wall / wall):")
     for side in ("job", "original"):
         runs = "; ".join(
@@ -596,7 +615,12 @@ def report(r: dict[str, Any], s: dict[str, Any]) -> None:
         f"{_spread(s['job']['ray_start_s'])} s, worker start-up + tracing "
         f"{_spread(s['job']['worker_start_s'])} s"
     )
-    print(f"  floor (trivial 2-worker trial, same adapter): {_spread(s['floor_s'])} s per trial")
+    lay = b["layout"]
+    print(
+        f"  (each measured in its lane: {lay['trials_at_once']} trial(s) at once, "
+        f"{lay['workers']} worker(s) each)"
+    )
+    print(f"  floor (trivial trials, same adapter and layout): {_spread(s['floor_s'])} s per trial")
     print("\n  windows/s through the adapter (optimizer steps only, best round):")
     for t in r["throughput"]:
         print(

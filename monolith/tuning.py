@@ -256,6 +256,18 @@ class TuneSettings:
             out["GPU"] = float(self.gpus_per_worker)
         return {**out, **{k: float(v) for k, v in self.extra_resources.items()}}
 
+    def trial_needs(self) -> dict[str, float]:
+        """What one trial holds while it trains: its workers' resources and its driver's CPU."""
+        need = {k: v * self.num_workers for k, v in self.resources_per_worker().items()}
+        need["CPU"] = need.get("CPU", 0.0) + self.driver_cpus
+        return need
+
+    def concurrent_cpus(self) -> float:
+        """CPUs for every trial that may run at once (``max_concurrent_trials``, at most the
+        trial count): what a local cluster is given, so concurrent trials never queue behind
+        each other's drivers."""
+        return self.trial_needs()["CPU"] * max(1, min(self.max_concurrent_trials, self.num_samples))
+
     def epochs(self, cfg: MonolithConfig) -> int:
         return self.max_epochs or cfg.train.epochs
 

@@ -615,11 +615,12 @@ def run(args: argparse.Namespace) -> int:
     p = plan(args)  # everything validated: only now ask Ray for resources
     from ray_jobs._ray import check_capacity, connect, release_orphaned_reservations
 
-    need = {k: v * p.settings.num_workers for k, v in p.settings.resources_per_worker().items()}
-    need["CPU"] = need.get("CPU", 0.0) + p.settings.driver_cpus
-    # A local cluster gets enough logical CPUs for one trial even on a 2-core laptop.
+    need = p.settings.trial_needs()
+    # A local cluster gets enough logical CPUs for its concurrent trials even on a 2-core
+    # laptop (their drivers mostly wait: a share of a CPU each on top of the workers').
     where = connect(
-        local_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])), log_to_driver=args.verbose
+        local_cpus=max(os.cpu_count() or 1, math.ceil(p.settings.concurrent_cpus())),
+        log_to_driver=args.verbose,
     )
     release_orphaned_reservations()
     if p.settings.check_capacity:

@@ -108,3 +108,22 @@ def test_better_or_equal():
     assert not better_or_equal(3.1, 3.0, "min")
     assert better_or_equal(0.2, 0.1, "max")
     assert not better_or_equal(None, 3.0, "min") and not better_or_equal(math.nan, 3.0, "min")
+
+
+def test_concurrent_trials_are_measured_in_their_own_lane():
+    # Two lanes: trials 1 and 2 start together; 3 takes the lane trial 2 freed at 30, 4 the
+    # one trial 1 freed at 40. The other lane's epochs never shorten a trial's window.
+    trials = [
+        {"trial": 1, "start": 0.0, "reports": [_r(30, 1, 1, 1.0, 14.0, 20.0), _r(40, 1, 2, 1.0, 10.0, 30.0)]},
+        {"trial": 2, "start": 1.0, "reports": [_r(25, 2, 1, 1.0, 9.0, 15.0), _r(30, 2, 2, 1.0, 5.0, 20.0)]},
+        {"trial": 3, "start": 30.0, "reports": [_r(55, 3, 1, 1.0, 8.0, 12.0), _r(60, 3, 2, 1.0, 5.0, 17.0)]},
+        {"trial": 4, "start": 41.0, "reports": [_r(62, 4, 1, 0.0)]},
+    ]  # fmt: skip
+    rows = {r["trial"]: r for r in trial_overheads(trials, lanes=2)}
+    assert rows[1]["wall_s"] == 40 and rows[1]["overhead_s"] == 40 - 2 * 10.0
+    assert rows[2]["wall_s"] == 29 and rows[2]["overhead_s"] == 29 - 2 * 5.0
+    assert rows[3]["wall_s"] == 30 and rows[3]["ray_start_s"] == 55 - 12 - 30
+    assert not any(r["overlapped"] for r in rows.values())
+    # Counted as one lane, trial 2 would look like it started its workers while trial 1 ran.
+    assert {r["trial"]: r["overlapped"] for r in trial_overheads(trials)}[2]
+    assert floor_overheads(trials, lanes=2) == [40.0, 29.0, 30.0, 21.0]

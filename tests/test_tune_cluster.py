@@ -54,8 +54,10 @@ def tiny_config(
         reduction_factor=2,
         num_workers=2,
         worker_max_failures=2,
-        **tune,
     )
+    # One 2-worker trial at a time (the laptop default runs two 1-worker trials at once), so
+    # ASHA and TPE see every earlier trial's reports; a test may say otherwise.
+    base["tune"].update({"max_concurrent_trials": 1, **tune})
     path = tmp / "tune.yaml"
     path.write_text(yaml.safe_dump(base))
     return path

@@ -333,7 +333,15 @@ def test_stop_reasons_of_a_budget() -> None:
 def test_tune_settings_validation() -> None:
     cfg = load_config(REPO / "configs" / "local.yaml")
     settings = tune_settings(cfg, num_samples=3)
-    assert settings.num_samples == 3 and settings.num_workers == 2
+    # The laptop default: two 1-worker trials at once on a 2-core machine.
+    assert settings.num_samples == 3 and settings.num_workers == 1
+    assert settings.max_concurrent_trials == 2
+    # A local cluster for it: both trials' workers and drivers (3 logical CPUs on 2 cores).
+    assert settings.trial_needs() == {"CPU": 1.1}
+    assert settings.concurrent_cpus() == pytest.approx(2.2)
+    assert tune_settings(cfg, num_samples=1).concurrent_cpus() == pytest.approx(1.1)
+    two = TuneSettings(num_workers=2, gpus_per_worker=1, use_gpu=True).validate()
+    assert two.trial_needs() == {"CPU": 2.1, "GPU": 2.0}
     assert settings.resources_per_worker() == {"CPU": 1.0}
     assert settings.objectives_for(cfg) == [NTXENT]
     gpu = TuneSettings(use_gpu=True).validate()
