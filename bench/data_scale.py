@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -295,6 +296,14 @@ def main() -> int:
             )
             stages = {k: v for k, v in meta_b["timings"].items() if k != "group_stages"}
             print(f"    cluster stages: {stages}", flush=True)
+            cpu_groups = [g.get("cpu_seconds", math.nan) for g in groups]
+            cpu_b = sum(cpu_groups) + meta_b["timings"].get("driver_cpu_seconds", math.nan)
+            print(
+                f"    CPU seconds: (a) {meta_a['timings'].get('driver_cpu_seconds', math.nan):.1f}; "
+                f"(b) groups {cpu_groups} + driver "
+                f"{meta_b['timings'].get('driver_cpu_seconds', math.nan):.1f} = {cpu_b:.1f}",
+                flush=True,
+            )
             cluster.stop()
             cluster = None
 

@@ -271,10 +271,12 @@ def write_final_bundle(
 def configure_runtime(cpus: int, workers: int = 1) -> None:
     """Give TensorFlow the CPUs this process was given, not the whole machine's.
 
-    On CPU-only workers of a multi-worker run Grappler's graph rewrites are switched off:
-    measured on the 2-core reference machine (2 workers x 1 CPU) they cost each worker ~3 s of
-    start-up per run and ~10% of windows/s. One process, or a worker with a GPU, keeps them
-    (one process x 2 CPUs ran ~5% faster with them).
+    Grappler's graph rewrites are switched off on CPU-only processes of a multi-worker run or
+    with one CPU. Measured on the 2-core reference machine: 2 workers x 1 CPU, they cost each
+    worker ~3 s of start-up per run and ~10% of windows/s; 1 worker x 1 CPU (the laptop's
+    trials), ~2 s of start-up (warm-up 6.5-6.7 s on, 3.9-4.7 s off) for the same windows/s
+    within noise (1290-1339 on, 1270-1299 off). One process with several CPUs, or a worker
+    with a GPU, keeps them (one process x 2 CPUs ran ~5% faster with them).
     """
     import tensorflow as tf
 
@@ -283,7 +285,7 @@ def configure_runtime(cpus: int, workers: int = 1) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(max(2, cpus))
     except RuntimeError:  # already initialised in this process (a restarted loop)
         pass
-    if workers > 1 and not tf.config.list_physical_devices("GPU"):
+    if (workers > 1 or cpus <= 1) and not tf.config.list_physical_devices("GPU"):
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 

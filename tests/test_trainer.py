@@ -316,9 +316,11 @@ def test_two_replica_mirrored_step_uses_half_the_global_batch_per_replica() -> N
     assert result["moved"]
 
 
-@pytest.mark.parametrize(("workers", "off"), [(1, False), (2, True)])
-def test_graph_rewrites_are_off_for_cpu_workers_of_a_multi_worker_run(
-    workers: int, off: bool
+@pytest.mark.parametrize(
+    ("cpus", "workers", "off"), [(2, 1, False), (1, 1, True), (1, 2, True), (2, 2, True)]
+)
+def test_graph_rewrites_are_off_for_one_cpu_or_multi_worker_cpu_runs(
+    cpus: int, workers: int, off: bool
 ) -> None:
     """A fresh process: TensorFlow's optimizer options are process-wide."""
     import subprocess
@@ -326,7 +328,7 @@ def test_graph_rewrites_are_off_for_cpu_workers_of_a_multi_worker_run(
 
     code = (
         "from monolith.training import configure_runtime; import tensorflow as tf; "
-        f"configure_runtime(1, {workers}); "
+        f"configure_runtime({cpus}, {workers}); "
         "print(tf.config.optimizer.get_experimental_options().get('disable_meta_optimizer'))"
     )
     out = subprocess.run(

@@ -260,6 +260,7 @@ class SymbolGroup:
         write_partitions(frame, parse_uri(target), self.settings, self.blocks)
         self._stage("write partitions", t)
         self.timings["peak_rss_mb"] = _peak_rss_mb()
+        self.timings["cpu_seconds"] = _cpu_seconds()
         self.frame = None  # the rows are written: free them before the central commit
         return {**self.derived, "timings": self.timings}
 
@@ -274,6 +275,14 @@ def _peak_rss_mb() -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) this process has used so far, all its threads."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return round(usage.ru_utime + usage.ru_stime, 2)
 
 
 def _synthetic(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
@@ -662,6 +671,7 @@ def prepare_dataset(
         timings["elapsed_seconds"] = round(time.perf_counter() - started, 3)
         timings["group_stages"] = [f["timings"] for f in finished]
         timings["driver_peak_rss_mb"] = rss | {"finished": _peak_rss_mb()}
+        timings["driver_cpu_seconds"] = _cpu_seconds()
         metadata["timings"] = timings
         out.write(SCALERS_PKL, pickle.dumps(sklearn_scalers(scalers)))
         reference = {s: ref for f in finished for s, ref in f["drift_reference"].items()}
