@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 from monolith.errors import ConfigError
@@ -140,6 +141,81 @@ def release_orphaned_reservations() -> int:
     if freed:
         log.warning("removed %d placement group(s) left by jobs that are gone", freed)
     return freed
+
+
+class ReservationJanitor:
+    """While a tune runs: removes this job's placement groups that no actor uses any more.
+
+    Tune stops a trial by ending its driver process. Ray Train's controller, owned by that
+    process, can see its workers die first and, within its restart budget, reserve a new
+    worker group in the instant before it is killed itself. Ray keeps a reservation made by
+    an actor it already counts as dead: it holds its CPUs for the rest of the job, and on a
+    cluster that fits one trial the next trial waits for them until its start timeout (seen
+    here: a 2-worker trial's group left reserved when Tune stopped the trial at its last
+    epoch; the next trial waited 14 min until stopped). A reservation of this job that is
+    CREATED, holds no actor, and is still so one look later (``interval_s``) is such a
+    leftover: a live controller or Tune places its actors as soon as the group is ready.
+    """
+
+    def __init__(self, interval_s: float = 15.0) -> None:
+        self.interval_s = interval_s
+        self.removed = 0
+        self._seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ReservationJanitor:
+        self._thread = threading.Thread(target=self._run, name="reservation-janitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval_s + 30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sweep()
+            except Exception as exc:  # the State API is an optimisation here, never a blocker
+                log.warning("could not look for unused placement groups: %s", exc)
+
+    def sweep(self) -> int:
+        """One look: remove what was unused at the previous look and still is; returns how
+        many were removed."""
+        import ray
+        from ray.util.placement_group import PlacementGroup, remove_placement_group
+        from ray.util.state import list_actors, list_placement_groups
+
+        job = ray.get_runtime_context().get_job_id()
+        groups = list_placement_groups(
+            filters=[("creator_job_id", "=", job), ("state", "=", "CREATED")],
+            detail=True,
+            limit=10_000,
+        )
+        unused = {
+            g.placement_group_id
+            for g in groups
+            if not g.is_detached
+            and not list_actors(
+                filters=[
+                    ("placement_group_id", "=", g.placement_group_id),
+                    ("state", "!=", "DEAD"),
+                ],
+                limit=1,
+            )
+        }
+        stale = unused & self._seen
+        for group_id in sorted(stale):
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
+            log.warning(
+                "removed placement group %s: reserved by a stopped trial, used by no actor",
+                group_id,
+            )
+        self._seen = unused - stale
+        self.removed += len(stale)
+        return len(stale)
 
 
 def check_capacity(need: dict[str, float], what: str) -> None:

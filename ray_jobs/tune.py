@@ -646,7 +646,10 @@ def run(args: argparse.Namespace) -> int:
             f"  worker logs: {join(p.root, LOGS_DIR)}/trial-<id>/; every report: {join(p.root, TUNE_DIR)}/*/result.json"
         )
     tuner = _tuner(p, prepared, p.resume, args.verbose)
-    results = tuner.fit()
+    from ray_jobs._ray import ReservationJanitor
+
+    with ReservationJanitor():
+        results = tuner.fit()
     records = _records(results)
     budget = _budget_of(tuner)
     ended_by = (budget.ended_by if budget else None) or ALL_FINISHED
