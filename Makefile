@@ -43,8 +43,10 @@ include k8s/k8s.mk
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	# -qq: errors only (a pip index configured on the machine but missing packages otherwise
+	# prints a warning line per package looked up; PIP_VERBOSE=1 make install shows them).
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq -e '.[dev]'
 	touch $@
 
 install: $(STAMP)
