@@ -41,10 +41,10 @@ JOB_RUNTIME_ENV := {"working_dir": ".", "excludes": [".venv", ".venv-k8s", ".git
 
 include k8s/k8s.mk
 
+# pip -qq: errors only (a pip index configured on the machine but missing packages otherwise
+# prints a warning line per package looked up; PIP_VERBOSE=1 make install shows them).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# -qq: errors only (a pip index configured on the machine but missing packages otherwise
-	# prints a warning line per package looked up; PIP_VERBOSE=1 make install shows them).
 	$(BIN)/python -m pip install -qq --upgrade pip
 	$(BIN)/python -m pip install -qq -e '.[dev]'
 	touch $@
