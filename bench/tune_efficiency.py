@@ -457,7 +457,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     # The job's layout (and the floor's): workers per trial, trials at once (= lanes).
     settings = tune_settings(load_config(configs[0]))
-    lanes = max(1, min(settings.max_concurrent_trials, settings.num_samples))
+    lanes = settings.concurrent_trials()
     layout = {"workers": settings.num_workers, "trials_at_once": lanes}
     original, job = [], []
     for seed in range(args.runs):

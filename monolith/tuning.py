@@ -262,11 +262,14 @@ class TuneSettings:
         need["CPU"] = need.get("CPU", 0.0) + self.driver_cpus
         return need
 
+    def concurrent_trials(self) -> int:
+        """How many trials can run at once: ``max_concurrent_trials``, at most the trial count."""
+        return max(1, min(self.max_concurrent_trials, self.num_samples))
+
     def concurrent_cpus(self) -> float:
-        """CPUs for every trial that may run at once (``max_concurrent_trials``, at most the
-        trial count): what a local cluster is given, so concurrent trials never queue behind
-        each other's drivers."""
-        return self.trial_needs()["CPU"] * max(1, min(self.max_concurrent_trials, self.num_samples))
+        """CPUs for every trial that may run at once: what a local cluster is given, so
+        concurrent trials never queue behind each other's drivers."""
+        return self.trial_needs()["CPU"] * self.concurrent_trials()
 
     def epochs(self, cfg: MonolithConfig) -> int:
         return self.max_epochs or cfg.train.epochs

@@ -175,11 +175,15 @@ class ReservationJanitor:
             self._thread.join(timeout=self.interval_s + 30)
 
     def _run(self) -> None:
+        warned = False
         while not self._stop.wait(self.interval_s):
             try:
                 self.sweep()
             except Exception as exc:  # the State API is an optimisation here, never a blocker
-                log.warning("could not look for unused placement groups: %s", exc)
+                # Once, not every look: a cluster without the State API would fill the console.
+                if not warned:
+                    log.warning("could not look for unused placement groups (%s); will retry", exc)
+                    warned = True
 
     def sweep(self) -> int:
         """One look: remove what was unused at the previous look and still is; returns how

@@ -613,7 +613,12 @@ def run(args: argparse.Namespace) -> int:
 
     quiet(args.verbose)
     p = plan(args)  # everything validated: only now ask Ray for resources
-    from ray_jobs._ray import check_capacity, connect, release_orphaned_reservations
+    from ray_jobs._ray import (
+        ReservationJanitor,
+        check_capacity,
+        connect,
+        release_orphaned_reservations,
+    )
 
     need = p.settings.trial_needs()
     # A local cluster gets enough logical CPUs for its concurrent trials even on a 2-core
@@ -646,8 +651,6 @@ def run(args: argparse.Namespace) -> int:
             f"  worker logs: {join(p.root, LOGS_DIR)}/trial-<id>/; every report: {join(p.root, TUNE_DIR)}/*/result.json"
         )
     tuner = _tuner(p, prepared, p.resume, args.verbose)
-    from ray_jobs._ray import ReservationJanitor
-
     with ReservationJanitor():
         results = tuner.fit()
     records = _records(results)

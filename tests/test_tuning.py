@@ -338,6 +338,7 @@ def test_tune_settings_validation() -> None:
     assert settings.max_concurrent_trials == 2
     # A local cluster for it: both trials' workers and drivers (3 logical CPUs on 2 cores).
     assert settings.trial_needs() == {"CPU": 1.1}
+    assert settings.concurrent_trials() == 2
     assert settings.concurrent_cpus() == pytest.approx(2.2)
     assert tune_settings(cfg, num_samples=1).concurrent_cpus() == pytest.approx(1.1)
     two = TuneSettings(num_workers=2, gpus_per_worker=1, use_gpu=True).validate()
