@@ -32,10 +32,11 @@ K8S_NAMESPACE  = $(shell sed -n 's/^namespace: *//p' k8s/overlays/$(OVERLAY)/kus
 .PHONY: image image-push k8s-env k8s-render k8s-validate k8s-apply k8s-final k8s-delete \
 	k8s-check-env
 
+# pip -qq: errors only, as for the main venv (see the Makefile's install target).
 $(K8S_STAMP): k8s/requirements-validate.txt
 	$(PYTHON) -m venv $(K8S_VENV)
-	$(K8S_BIN)/python -m pip install -q --upgrade pip
-	$(K8S_BIN)/python -m pip install -q -r k8s/requirements-validate.txt
+	$(K8S_BIN)/python -m pip install -qq --upgrade pip
+	$(K8S_BIN)/python -m pip install -qq -r k8s/requirements-validate.txt
 	touch $@
 
 image:
