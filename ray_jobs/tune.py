@@ -345,7 +345,7 @@ class ExperimentBudget(Stopper, Callback):
     started never start, and the results are written from what finished.
 
     One object is the experiment's stopper and one of its callbacks: it sees trials finish,
-    in order, and knows which trials the end cut (``cut``) and why (``ended_by``).
+    in order, and knows which trials the end cut (``was_cut``) and why (``ended_by``).
     """
 
     def __init__(
@@ -357,8 +357,9 @@ class ExperimentBudget(Stopper, Callback):
         self._timeout = TimeoutStopper(time_budget_s) if time_budget_s else None
         self.finished: list[float] = []  # each finished trial's primary objective, in order
         self.ended_by: str | None = None
-        self.cut: set[str] = set()
+        self.cut: set[str] = set()  # completions Tune reported after the end
         self.started: set[str] = set()
+        self.done: set[str] = set()  # trials that ended on their own (or by ASHA) first
 
     # -- Stopper: per-trial stopping is ASHA's; this one stops everything or nothing --------
     def __call__(self, trial_id: str, result: dict) -> bool:
@@ -386,21 +387,31 @@ class ExperimentBudget(Stopper, Callback):
         if self.ended_by is not None:
             self.cut.add(trial.trial_id)  # stopped (or never started) by the end
             return
+        self.done.add(trial.trial_id)
         last = getattr(trial, "last_result", None) or {}
         value = last.get(self.primary.reported, math.nan)
         self.finished.append(float(value) if isinstance(value, int | float) else math.nan)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self.ended_by is None:
+            self.done.add(trial.trial_id)
             self.finished.append(math.nan)  # a failed trial did not improve the best
+
+    def was_cut(self, trial_id: str) -> bool:
+        """Whether the end stopped this trial (or kept it from starting). Tune does not
+        always report the completion of a trial it stops at the end (seen here: a trial
+        whose first report arrived as the time budget ran out), so every trial that had not
+        ended before the end counts."""
+        return trial_id in self.cut or (self.ended_by is not None and trial_id not in self.done)
 
     # Kept with the experiment's snapshots: a --resume counts on from the trials before it
     # (the time budget starts afresh, as Ray's own does).
     def get_state(self) -> dict | None:
-        return {"finished": list(self.finished)}
+        return {"finished": list(self.finished), "done": sorted(self.done)}
 
     def set_state(self, state: dict) -> None:
         self.finished = list(state.get("finished", []))
+        self.done = set(state.get("done", []))
 
 
 def _budget_of(tuner: Any) -> ExperimentBudget | None:
@@ -656,10 +667,11 @@ def run(args: argparse.Namespace) -> int:
     records = _records(results)
     budget = _budget_of(tuner)
     ended_by = (budget.ended_by if budget else None) or ALL_FINISHED
-    if budget and not budget.cut and len(records) >= s.num_samples:
+    cut = {r.trial_id for r in records if budget is not None and budget.was_cut(r.trial_id)}
+    if budget and not cut and len(records) >= s.num_samples:
         ended_by = ALL_FINISHED  # the budget ran out with the last trial: it cut nothing
     for record in records:
-        record.stopped_by_budget = budget is not None and record.trial_id in budget.cut
+        record.stopped_by_budget = record.trial_id in cut
         if record.stopped_by_budget and record.trial_id in budget.started and not record.history:
             record.status = "TERMINATED"  # started, cut before its first report
     lineage = _lineage(p, prepared, started_at)

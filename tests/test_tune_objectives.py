@@ -55,6 +55,17 @@ def test_no_improvement_ends_the_experiment_and_names_the_cut_trials() -> None:
     assert budget.cut == {"t5", "t6"} and "t5" in budget.started and "t6" not in budget.started
     assert budget.finished[:3] == [3.0, 2.5, 2.6] and math.isnan(budget.finished[3])
     assert budget.stop_all()  # stays ended
+    # A trial running at the end whose completion Tune never reported is cut too; those
+    # that ended first (finished, stopped by ASHA, failed) are not.
+    assert budget.was_cut("t7") and budget.was_cut("t5")
+    assert not any(budget.was_cut(t) for t in ("t1", "t2", "t3", "t4"))
+
+
+def test_nothing_is_cut_while_the_experiment_runs() -> None:
+    budget = job.ExperimentBudget(NTXENT, None, 5)
+    finish(budget, "t1", 3.0)
+    budget.on_trial_start(0, [], trial("t2"))
+    assert not budget.was_cut("t1") and not budget.was_cut("t2")
 
 
 def test_time_budget_ends_the_experiment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,7 +86,7 @@ def test_budget_state_survives_a_resume_and_one_pickle_keeps_one_object() -> Non
     finish(budget, "t1", 3.0)
     again = job.ExperimentBudget(NTXENT, 60.0, 3)
     again.set_state(budget.get_state())
-    assert again.finished == [3.0]
+    assert again.finished == [3.0] and again.done == {"t1"}
     # Tune pickles the stopper and the callbacks together (tuner.pkl): still one object.
     stop, callbacks = pickle.loads(pickle.dumps((budget, [budget])))
     assert stop is callbacks[0]
