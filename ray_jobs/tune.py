@@ -357,7 +357,6 @@ class ExperimentBudget(Stopper, Callback):
         self._timeout = TimeoutStopper(time_budget_s) if time_budget_s else None
         self.finished: list[float] = []  # each finished trial's primary objective, in order
         self.ended_by: str | None = None
-        self.cut: set[str] = set()  # completions Tune reported after the end
         self.started: set[str] = set()
         self.done: set[str] = set()  # trials that ended on their own (or by ASHA) first
 
@@ -385,8 +384,7 @@ class ExperimentBudget(Stopper, Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self.ended_by is not None:
-            self.cut.add(trial.trial_id)  # stopped (or never started) by the end
-            return
+            return  # stopped (or never started) by the end: ``was_cut``
         self.done.add(trial.trial_id)
         last = getattr(trial, "last_result", None) or {}
         value = last.get(self.primary.reported, math.nan)
@@ -398,11 +396,11 @@ class ExperimentBudget(Stopper, Callback):
             self.finished.append(math.nan)  # a failed trial did not improve the best
 
     def was_cut(self, trial_id: str) -> bool:
-        """Whether the end stopped this trial (or kept it from starting). Tune does not
-        always report the completion of a trial it stops at the end (seen here: a trial
-        whose first report arrived as the time budget ran out), so every trial that had not
-        ended before the end counts."""
-        return trial_id in self.cut or (self.ended_by is not None and trial_id not in self.done)
+        """Whether the end stopped this trial (or kept it from starting): every trial that
+        had not ended before it. Not only those whose completion Tune reports after the end:
+        it does not always report one it stops there (seen here: a trial whose first report
+        arrived as the time budget ran out)."""
+        return self.ended_by is not None and trial_id not in self.done
 
     # Kept with the experiment's snapshots: a --resume counts on from the trials before it
     # (the time budget starts afresh, as Ray's own does).
