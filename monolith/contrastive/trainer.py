@@ -29,6 +29,7 @@ import tensorflow as tf
 from monolith.config import EvalConfig, InputSpec, ModelConfig, TrainConfig
 from monolith.contrastive.augment import make_views
 from monolith.contrastive.loss import nt_xent_loss
+from monolith.contrastive.optimizer import FusedAdam
 from monolith.errors import ConfigError, DataError
 from monolith.evaluate import ArrayData, Evaluator, evaluate_epoch
 from monolith.model.build import build_monolith
@@ -114,7 +115,7 @@ class ContrastiveTrainer:
         keras.utils.set_random_seed(train_cfg.seed)
         with self.strategy.scope():
             self.model = build_monolith(model_cfg, spec, seed=train_cfg.seed)
-            self.optimizer = keras.optimizers.Adam(learning_rate=train_cfg.learning_rate)
+            self.optimizer = FusedAdam(learning_rate=train_cfg.learning_rate)
             self.optimizer.build(self.model.trainable_variables)
         self.step = 0  # optimizer steps taken: the position in the training stream
         self.epoch = 0  # the next epoch to run
