@@ -99,6 +99,7 @@ def evaluate_split(trainer: Any, source: WindowSource, split: str, probe_data: A
         train_augmentation=cfg.augmentation_type,
         train_batch_size=cfg.batch_size,
         train_seed=cfg.seed,
+        model=trainer.model,
     )
     metrics = evaluate_epoch(trainer.model, evaluator)
     return {f"{split}_{k.removeprefix('val_')}": v for k, v in metrics.items()}

@@ -216,6 +216,29 @@ def test_regression_probe_scores_a_latent_that_encodes_the_target_above_noise() 
     assert spearman(np.arange(5.0), np.arange(5.0) ** 3) == pytest.approx(1.0)
 
 
+def test_the_runs_model_computes_the_untrained_baseline_and_keeps_its_weights() -> None:
+    """With the run's model given, the baselines come from it holding the untrained weights
+    (its compiled forward, no second trace): the same scores, and its own weights after."""
+    cfg = dataclasses.replace(EVAL, probes=[*PROBES, "knn_views"])
+    trained = build_monolith(MODEL, SPEC, seed=11)
+    before = [np.array(v.numpy()) for v in trained.variables]
+    traced_before = len(evaluate_module._FORWARDS)
+    borrowed = evaluator(cfg, model=trained)
+    assert len(evaluate_module._FORWARDS) == traced_before + 1  # the run's model's only
+    assert trained in evaluate_module._FORWARDS
+    own = evaluator(cfg)
+    for kind in ("random", "raw"):
+        assert borrowed.baselines[kind] == pytest.approx(own.baselines[kind], abs=1e-6), kind
+    for value, variable in zip(before, trained.variables, strict=True):
+        np.testing.assert_array_equal(value, variable.numpy())
+    # A model of another architecture is left alone: the untrained model runs itself.
+    other = build_monolith(dataclasses.replace(MODEL, latent_dim=MODEL.latent_dim + 2), SPEC)
+    apart = evaluator(cfg, model=other)
+    for kind in ("random", "raw"):
+        assert apart.baselines[kind] == pytest.approx(own.baselines[kind], abs=1e-6), kind
+    assert other not in evaluate_module._FORWARDS
+
+
 def test_knn_views_retrieval_probe() -> None:
     rng = np.random.default_rng(0)
     a = rng.normal(size=(96, 6))

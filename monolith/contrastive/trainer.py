@@ -315,6 +315,7 @@ class ContrastiveTrainer:
             train_seed=self.train_cfg.seed,
             worker=self.worker,
             workers=self.workers,
+            model=self.model,
         )
         iterator = self.make_iterator(train_dataset_fn)
         monitor = self.eval_cfg.objective
