@@ -174,7 +174,7 @@ def child_floor(spec: dict[str, Any]) -> int:
 
     from monolith.config import load_config
     from monolith.tuning import tune_settings
-    from ray_jobs.train_adapter import JobSpec, Resources
+    from ray_jobs.train_adapter import JobSpec, Resources, start_reservation_watch
 
     cfg = load_config(spec["config"])
     s = tune_settings(cfg)
@@ -185,6 +185,7 @@ def child_floor(spec: dict[str, Any]) -> int:
             per_worker=s.resources_per_worker(),
             poll_interval_s=s.train_poll_interval_s,
             watch_preemption=s.watch_preemption,
+            reservation_watch=start_reservation_watch(),  # as the tune job's trials have
         ),
         "storage": spec["storage"],
     }

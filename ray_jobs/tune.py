@@ -256,7 +256,7 @@ def run_trial(hyperparameters: dict[str, Any], static: dict[str, Any]) -> None:
 def _trainable(p: Plan, prepared: str, verbose: bool):
     from ray import tune
 
-    from ray_jobs.train_adapter import JobSpec, Resources
+    from ray_jobs.train_adapter import JobSpec, Resources, start_reservation_watch
 
     s = p.settings
     static = {
@@ -275,6 +275,8 @@ def _trainable(p: Plan, prepared: str, verbose: bool):
             poll_interval_s=s.train_poll_interval_s,
             start_timeout_s=s.worker_start_timeout_s,
             watch_preemption=s.watch_preemption,
+            # One watch for every trial, instead of Ray Train's cleaner actor per trial.
+            reservation_watch=start_reservation_watch(),
         ),
         "train_storage": join(p.root, "train"),
     }

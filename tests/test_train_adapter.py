@@ -190,3 +190,71 @@ def test_the_train_controller_runs_without_tensorflow(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out == {"controller_tf": False, "world_size_reports": 2}
+
+
+WATCH = """
+import json, sys, time
+from ray_jobs._ray import connect
+connect(local_cpus=2, log_to_driver=False)
+import ray
+from ray.train.v2.api.callback import UserCallback
+from ray.util.state import list_actors
+from monolith.config import load_config
+from ray_jobs.train_adapter import (JobSpec, Resources, RunPlace, build_trainer,
+                                    start_reservation_watch)
+
+class Hold(UserCallback):  # in the controller: the run keeps its workers until it is killed
+    def after_report(self, run_context, metrics, checkpoint):
+        time.sleep(600)
+
+watch = start_reservation_watch()
+spec = JobSpec(task="noop", base_config=load_config("configs/local.yaml").to_dict())
+resources = Resources(1, {"CPU": 1.0}, watch_preemption=False, reservation_watch=watch)
+# A run that ends by itself takes its reservation back: Train frees it.
+build_trainer(spec, resources, RunPlace("done", sys.argv[1])).fit()
+out = {"after_a_finished_run": ray.get(watch.status.remote())}
+
+@ray.remote(num_cpus=0)
+def trial_driver():
+    build_trainer(spec, resources, RunPlace("held", sys.argv[1]), extra_callbacks=[Hold()]).fit()
+
+ref = trial_driver.remote()
+deadline = time.time() + 120
+while ray.get(watch.status.remote())["watched"] == 0 and time.time() < deadline:
+    time.sleep(0.2)
+out["cpus_free_while_held"] = ray.available_resources().get("CPU", 0.0)
+out["actors"] = sorted({a.class_name for a in list_actors(limit=10000)})
+ray.cancel(ref, force=True)  # its process ends, as Tune ends a stopped trial's driver
+killed = time.time()
+while ray.available_resources().get("CPU", 0.0) < 2.0 and time.time() < killed + 60:
+    time.sleep(0.1)
+out["seconds_to_free"] = time.time() - killed
+out["cpus_free_after"] = ray.available_resources().get("CPU", 0.0)
+out["after_the_kill"] = ray.get(watch.status.remote())
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.integration
+def test_a_killed_runs_reservation_is_freed_by_the_shared_watch(tmp_path: Path) -> None:
+    """Tune ends a trial by ending its driver, and with it the Train controller; Ray keeps
+    the placement group a dead actor of a live job made. One watch per experiment frees it
+    (in place of Ray Train's cleaner actor per run, which this run does not start)."""
+    import os
+    import tempfile
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    done = subprocess.run(
+        [sys.executable, "-c", WATCH, str(tmp_path / "runs")],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+        env={**env, "RAY_TMPDIR": tempfile.mkdtemp(prefix="mtw-", dir="/tmp")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["after_a_finished_run"] == {"watched": 0, "freed": 0}
+    assert out["cpus_free_while_held"] == pytest.approx(1.0)  # the held run's worker
+    assert "TrainController" in out["actors"], out["actors"]
+    assert "PlacementGroupCleaner" not in out["actors"], out["actors"]
+    assert out["cpus_free_after"] == pytest.approx(2.0)
+    assert out["seconds_to_free"] < 10, out
+    assert out["after_the_kill"] == {"watched": 0, "freed": 1}
