@@ -137,6 +137,8 @@ def _set_tf_config(addresses: list[str], index: int) -> None:
 
 class _TensorflowWorkersBackend(Backend):
     def on_start(self, worker_group: Any, backend_config: BackendConfig) -> None:
+        if len(worker_group) < 2:
+            return  # one worker runs TensorFlow's default strategy: no cluster to describe
         addresses = worker_group.execute(_worker_address)
         ray.get(
             [
