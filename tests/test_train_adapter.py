@@ -207,16 +207,17 @@ class Hold(UserCallback):  # in the controller: the run keeps its workers until 
     def after_report(self, run_context, metrics, checkpoint):
         time.sleep(600)
 
+runs = sys.argv[1]  # read here: a Ray worker's own sys.argv is Ray's
 watch = start_reservation_watch()
 spec = JobSpec(task="noop", base_config=load_config("configs/local.yaml").to_dict())
 resources = Resources(1, {"CPU": 1.0}, watch_preemption=False, reservation_watch=watch)
 # A run that ends by itself takes its reservation back: Train frees it.
-build_trainer(spec, resources, RunPlace("done", sys.argv[1])).fit()
+build_trainer(spec, resources, RunPlace("done", runs)).fit()
 out = {"after_a_finished_run": ray.get(watch.status.remote())}
 
 @ray.remote(num_cpus=0)
 def trial_driver():
-    build_trainer(spec, resources, RunPlace("held", sys.argv[1]), extra_callbacks=[Hold()]).fit()
+    build_trainer(spec, resources, RunPlace("held", runs), extra_callbacks=[Hold()]).fit()
 
 ref = trial_driver.remote()
 deadline = time.time() + 120
@@ -251,6 +252,7 @@ def test_a_killed_runs_reservation_is_freed_by_the_shared_watch(tmp_path: Path) 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (tmp_path / "runs" / "held").is_dir()  # the held run kept its storage here
     assert out["after_a_finished_run"] == {"watched": 0, "freed": 0}
     assert out["cpus_free_while_held"] == pytest.approx(1.0)  # the held run's worker
     assert "TrainController" in out["actors"], out["actors"]
