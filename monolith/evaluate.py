@@ -266,7 +266,7 @@ class Evaluator:
         worker, workers: this worker's rank and the run's worker count.
         model: the run's model, if any: the untrained baseline is then computed by it, its
             weights swapped for the untrained ones and back (its compiled forward, which the
-            epochs trace anyway, instead of a second trace: ~0.5 s of every run's start).
+            epochs trace anyway, instead of a second trace of the model's inference).
 
     Raises:
         ConfigError: the objective names a probe that ``eval_cfg.probes`` does not list.
@@ -355,8 +355,8 @@ class Evaluator:
         self.baselines: dict[str, dict[str, float]] = {"random": {}, "raw": {}}
         if self.labels and worker == self.probes_at or self.knn_here:
             random_model = build_monolith(model_cfg, spec, seed=eval_cfg.reference_seed)
-            with _untrained(model, random_model) as random_model:
-                self._baselines(random_model, probe_fit, val_probe)
+            with _untrained(model, random_model) as runner:
+                self._baselines(runner, probe_fit, val_probe)
             logger.info(
                 "probe baselines %s in %.1fs", self.baselines, time.perf_counter() - started
             )
@@ -498,11 +498,9 @@ def _untrained(model: keras.Model | None, untrained: keras.Model) -> Iterator[ke
     """``model`` holding ``untrained``'s variable values while the block runs (its own after,
     whatever happens), or ``untrained`` itself when there is no ``model`` of its
     architecture."""
-    if model is None or len(model.variables) != len(untrained.variables):
-        yield untrained
-        return
-    pairs = list(zip(model.variables, untrained.variables, strict=True))
-    if any((mine.shape, mine.dtype) != (theirs.shape, theirs.dtype) for mine, theirs in pairs):
+    same = model is not None and len(model.variables) == len(untrained.variables)
+    pairs = list(zip(model.variables, untrained.variables, strict=True)) if same else []
+    if not same or any((a.shape, a.dtype) != (b.shape, b.dtype) for a, b in pairs):
         yield untrained
         return
     saved = [np.array(mine.numpy()) for mine, _ in pairs]
