@@ -325,13 +325,6 @@ def build_trainer(
         ),
         run_config=ray.train.RunConfig(
             name=place.name,
-            # Each worker starts importing TensorFlow as soon as its process exists, while Ray
-            # still assembles the worker group, instead of after (~6 s each on 2 cores).
-            worker_runtime_env=(
-                {"worker_process_setup_hook": "ray_jobs.train_adapter.warm_up"}
-                if spec.task in ("trial", "final", "throughput")
-                else {}
-            ),
             storage_path=path,
             storage_filesystem=fs,
             callbacks=callbacks,
@@ -447,19 +440,6 @@ def forget_run(place: RunPlace, storage: Mapping[str, Any]) -> None:
 
 
 # ---- the workers ---------------------------------------------------------------------------
-
-
-def warm_up() -> None:
-    """Worker process set-up hook: import what the worker loop needs, in the background."""
-
-    def imports() -> None:
-        import tensorflow  # noqa: F401
-
-        import monolith.contrastive.trainer  # noqa: F401
-        import monolith.evaluate  # noqa: F401
-        import monolith.training  # noqa: F401
-
-    threading.Thread(target=imports, name="monolith-warm-up", daemon=True).start()
 
 
 def worker_loop(spec: JobSpec, hyperparameters: dict[str, Any]) -> None:
