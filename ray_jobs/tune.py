@@ -239,24 +239,16 @@ def _check_data(cfg: MonolithConfig, store: Any) -> None:
 # ---- the trial driver ------------------------------------------------------------------
 
 
-def run_trial(hyperparameters: dict[str, Any], static: dict[str, Any]) -> None:
-    """One Tune trial: a Ray Train run of ``hyperparameters`` over W workers.
-
-    The Train run is named after the trial, so a restarted trial (driver failure or
-    ``--resume``) finds its earlier checkpoints and continues from the latest.
-    """
-    import ray.tune
-
-    from ray_jobs.train_adapter import RunPlace, launch
-
-    place = RunPlace(f"trial-{ray.tune.get_context().get_trial_id()}", static["train_storage"])
-    launch(static["spec"], static["resources"], place, hyperparameters, report_to_tune=True)
-
-
 def _trainable(p: Plan, prepared: str, verbose: bool):
     from ray import tune
 
-    from ray_jobs.train_adapter import JobSpec, Resources, start_reservation_watch
+    from ray_jobs.train_adapter import (
+        JobSpec,
+        Resources,
+        run_trial,
+        start_report_relay,
+        start_reservation_watch,
+    )
 
     s = p.settings
     static = {
@@ -279,6 +271,8 @@ def _trainable(p: Plan, prepared: str, verbose: bool):
             reservation_watch=start_reservation_watch(),
         ),
         "train_storage": join(p.root, "train"),
+        # One relay for every trial's reports, instead of Ray's queue actor per trial.
+        "relay": start_report_relay(),
     }
     return tune.with_resources(
         tune.with_parameters(run_trial, static=static), {"CPU": s.driver_cpus}

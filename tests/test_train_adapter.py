@@ -89,35 +89,43 @@ TRIAL_DRIVER = """
 import json, sys
 from ray_jobs._ray import connect
 connect(local_cpus=2, log_to_driver=False)
+import ray
 from ray import tune
 from monolith.config import load_config
-from ray_jobs.train_adapter import JobSpec, Resources, RunPlace, build_trainer
+from ray_jobs.train_adapter import (JobSpec, Resources, RunPlace, build_trainer, launch,
+                                   start_report_relay)
 
-def trial(config):  # a Tune trial driver, as ray_jobs.tune.run_trial is
+def trial(config):  # a Tune trial driver, as ray_jobs.train_adapter.run_trial is
     cfg = load_config(config["config"])
     spec = JobSpec(task="trial", base_config=cfg.to_dict(), prepared=config["prepared"])
     trainer = build_trainer(spec, Resources(2, {"CPU": 1.0}), RunPlace("trial-x", config["runs"]),
-                            cfg.hyperparameters(), report_to_tune=True)
-    # A run through the same adapter (workers that report once): its actors are listed below.
+                            cfg.hyperparameters())
+    # A run through the same adapter (workers that report once), its report relayed here as
+    # a trial's are: its actors are listed below.
     noop = JobSpec(task="noop", base_config=cfg.to_dict())
-    build_trainer(noop, Resources(1, {"CPU": 1.0}), RunPlace("noop-x", config["runs"])).fit()
-    tune.report({"trainer": [c.__name__ for c in type(trainer).__mro__],
+    seen = []
+    launch(noop, Resources(1, {"CPU": 1.0}), RunPlace("noop-x", config["runs"]),
+           progress=seen.append, relay=config["relay"])
+    tune.report({"trainer": [c.__name__ for c in type(trainer).__mro__], "relayed": seen,
                  "tf": "tensorflow" in sys.modules, "keras": "keras" in sys.modules})
 
-space = {"prepared": sys.argv[1], "runs": sys.argv[2], "config": sys.argv[3]}
+relay = start_report_relay()
+space = {"prepared": sys.argv[1], "runs": sys.argv[2], "config": sys.argv[3], "relay": relay}
 grid = tune.Tuner(trial, param_space=space,
                   run_config=tune.RunConfig(storage_path=sys.argv[2], verbose=0)).fit()
 from ray.util.state import list_actors
-out = {k: grid[0].metrics[k] for k in ("trainer", "tf", "keras")}
+out = {k: grid[0].metrics[k] for k in ("trainer", "relayed", "tf", "keras")}
 out["actors"] = sorted({a.class_name for a in list_actors(limit=10000)})
+out["open_channels"] = ray.get(relay.open_channels.remote())
 print(json.dumps(out))
 """
 
 
 @pytest.mark.integration
 def test_a_trial_driver_builds_its_trainer_without_tensorflow(tmp_path: Path) -> None:
-    """Ray's TensorflowTrainer imported TensorFlow in every trial driver (3-6 s each), and
-    Ray's trainer started a Ray Data actor for every run, datasets or not."""
+    """Ray's TensorflowTrainer imported TensorFlow in every trial driver (3-6 s each), Ray's
+    trainer started a Ray Data actor for every run, datasets or not, and Ray's report
+    callback a queue actor for every trial: a relay shared by the trials carries them."""
     import os
     import tempfile
 
@@ -135,6 +143,10 @@ def test_a_trial_driver_builds_its_trainer_without_tensorflow(tmp_path: Path) ->
     # The run had its controller and workers, and no Ray Data actor: it has no Ray datasets.
     assert {"TrainController", "RayTrainWorker"} <= set(out["actors"]), out["actors"]
     assert "DatasetManager" not in out["actors"], out["actors"]
+    # Its report came through the shared relay, which keeps no channel of an ended run.
+    assert [r["epoch"] for r in out["relayed"]] == [1], out["relayed"]
+    assert "_ReportRelay" in out["actors"] and "_QueueActor" not in out["actors"], out["actors"]
+    assert out["open_channels"] == 0
 
 
 def test_job_spec_keeps_hyperparameters_apart() -> None:
