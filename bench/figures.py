@@ -131,3 +131,23 @@ def better_or_equal(mine: float | None, theirs: float | None, mode: str) -> bool
     if mine is None or theirs is None or not (math.isfinite(mine) and math.isfinite(theirs)):
         return False
     return sign_of(mode) * mine <= sign_of(mode) * theirs
+
+
+def mirrored(layouts: list[Any]) -> list[Any]:
+    """The order to measure ``layouts`` in: each once forward, then once backward (A B C C B
+    A), so a machine whose speed drifts steadily during the measurement moves every layout's
+    mean alike instead of favouring the ones measured first."""
+    return list(layouts) + list(reversed(layouts))
+
+
+def per_layout(rows: list[dict[str, Any]]) -> dict[tuple[int, float], dict[str, Any]]:
+    """Windows/s rows (``workers``, ``cpus_per_worker``, ``windows_per_s``), one per launch,
+    gathered by layout: each layout's mean over its launches and the launches' own figures,
+    in the order they ran."""
+    out: dict[tuple[int, float], dict[str, Any]] = {}
+    for row in rows:
+        key = (int(row["workers"]), float(row["cpus_per_worker"]))
+        out.setdefault(key, {"launches": []})["launches"].append(float(row["windows_per_s"]))
+    for entry in out.values():
+        entry["windows_per_s"] = statistics.fmean(entry["launches"])
+    return out

@@ -17,7 +17,8 @@ seeds 0..R-1 (TPE and training seeds), one run at a time, nothing else on the ma
    1-worker trials at once on 2 cores).
 3. The floor: a Tune experiment of N trivial trials through the same adapter in the same
    layout (workers that report once, no model): what Ray itself costs per trial here.
-4. Windows/s through the adapter with (workers x CPUs) 1x1, 2x1 and 1x2: optimizer steps only.
+4. Windows/s through the adapter with (workers x CPUs) 1x1, 2x1 and 1x2, launched in that order
+   and then backward (a drifting machine speed moves each layout's mean alike): optimizer steps.
 
 Figures (arithmetic in ``bench/figures.py``), medians and ranges over the R runs: best
 objective; best objective within the baseline's median wall time; total wall; this job's
@@ -174,7 +175,13 @@ def child_floor(spec: dict[str, Any]) -> int:
 
     from monolith.config import load_config
     from monolith.tuning import tune_settings
-    from ray_jobs.train_adapter import JobSpec, Resources, start_reservation_watch
+    from ray_jobs.train_adapter import (
+        JobSpec,
+        Resources,
+        run_trial,
+        start_report_relay,
+        start_reservation_watch,
+    )
 
     cfg = load_config(spec["config"])
     s = tune_settings(cfg)
@@ -187,12 +194,11 @@ def child_floor(spec: dict[str, Any]) -> int:
             watch_preemption=s.watch_preemption,
             reservation_watch=start_reservation_watch(),  # as the tune job's trials have
         ),
-        "storage": spec["storage"],
+        "train_storage": spec["storage"],
+        "relay": start_report_relay(),  # as the tune job's trials have
     }
-    tuner = tune.Tuner(
-        tune.with_resources(
-            tune.with_parameters(_noop_trial, static=static), {"CPU": s.driver_cpus}
-        ),
+    tuner = tune.Tuner(  # the tune job's trial function
+        tune.with_resources(tune.with_parameters(run_trial, static=static), {"CPU": s.driver_cpus}),
         tune_config=tune.TuneConfig(
             num_samples=spec["trials"], max_concurrent_trials=s.max_concurrent_trials
         ),
@@ -200,15 +206,6 @@ def child_floor(spec: dict[str, Any]) -> int:
     )
     tuner.fit()
     return 0
-
-
-def _noop_trial(config: dict[str, Any], static: dict[str, Any]) -> None:
-    from ray import tune
-
-    from ray_jobs.train_adapter import RunPlace, launch
-
-    place = RunPlace(f"floor-{tune.get_context().get_trial_id()}", static["storage"])
-    launch(static["spec"], static["resources"], place, {}, report_to_tune=True)
 
 
 def child_throughput(spec: dict[str, Any]) -> int:
@@ -225,8 +222,8 @@ def child_throughput(spec: dict[str, Any]) -> int:
     cfg = load_config(spec["config"])
     Path(spec["storage"]).mkdir(parents=True, exist_ok=True)
     out = []
-    for workers, cpus in spec["layouts"]:
-        output = Path(spec["storage"]) / f"throughput-{workers}x{cpus}.json"
+    for n, (workers, cpus) in enumerate(spec["layouts"], 1):
+        output = Path(spec["storage"]) / f"throughput-{n}-{workers}x{cpus}.json"
         job = JobSpec(
             task="throughput",
             base_config=cfg.to_dict(),
@@ -237,7 +234,7 @@ def child_throughput(spec: dict[str, Any]) -> int:
         launch(
             job,
             Resources(workers, {"CPU": float(cpus)}, watch_preemption=False),
-            RunPlace(f"throughput-{workers}x{cpus}", spec["storage"]),
+            RunPlace(f"throughput-{n}-{workers}x{cpus}", spec["storage"]),
             cfg.hyperparameters(),
         )
         out.append({"workers": workers, "cpus_per_worker": cpus, **json.loads(output.read_text())})
@@ -485,8 +482,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         tune_trials(work / "floor" / "floor", floor_run["launched"], None), lanes
     )
 
-    layouts = [(1, 1), (2, 1), (1, 2)]
-    print(f"windows/s through the adapter, (workers, CPUs each) {layouts} ...")
+    layouts = figures.mirrored([(1, 1), (2, 1), (1, 2)])
+    print(f"windows/s through the adapter, (workers, CPUs each) in this order: {layouts} ...")
     spec = {
         "config": str(configs[0]),
         "prepared": str(prepared),
@@ -551,8 +548,11 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
         [o.get("worker_start_s") for x in r["job"] for o in x["overheads"]]
     )
     out["floor_s"] = figures.spread(r["floor_s"])
-    layouts = {(t["workers"], t["cpus_per_worker"]): t["windows_per_s"] for t in r["throughput"]}
-    scaling = layouts[(2, 1)] / layouts[(1, 2)]
+    layouts = figures.per_layout(r["throughput"])
+    out["windows_per_s"] = [
+        {"workers": w, "cpus_per_worker": c, **figure} for (w, c), figure in layouts.items()
+    ]
+    scaling = layouts[(2, 1.0)]["windows_per_s"] / layouts[(1, 2.0)]["windows_per_s"]
     over, floor = out["job"]["overhead_s"]["median"], out["floor_s"]["median"]
     out["scaling_2x1_vs_1x2"] = scaling
     out["verdicts"] = {
@@ -622,10 +622,15 @@ def report(r: dict[str, Any], s: dict[str, Any]) -> None:
         f"{lay['workers']} worker(s) each)"
     )
     print(f"  floor (trivial trials, same adapter and layout): {_spread(s['floor_s'])} s per trial")
-    print("\n  windows/s through the adapter (optimizer steps only, best round):")
-    for t in r["throughput"]:
+    print(
+        "\n  windows/s through the adapter (optimizer steps only; per launch its best round, "
+        "launched forward then backward; the mean counts):"
+    )
+    for t in s["windows_per_s"]:
+        launches = " / ".join(f"{x:.1f}" for x in t["launches"])
         print(
-            f"    {t['workers']} worker(s) x {t['cpus_per_worker']} CPU: {t['windows_per_s']:8.1f}"
+            f"    {t['workers']} worker(s) x {t['cpus_per_worker']:g} CPU: "
+            f"{t['windows_per_s']:8.1f}  ({launches})"
         )
     print(f"    2 workers x 1 CPU / 1 worker x 2 CPUs = {s['scaling_2x1_vs_1x2']:.2f}x")
     print("\n  targets:")

@@ -12,6 +12,8 @@ from bench.figures import (
     better_or_equal,
     first_reaching,
     floor_overheads,
+    mirrored,
+    per_layout,
     spread,
     steady_epoch,
     trial_overheads,
@@ -127,3 +129,22 @@ def test_concurrent_trials_are_measured_in_their_own_lane():
     # Counted as one lane, trial 2 would look like it started its workers while trial 1 ran.
     assert {r["trial"]: r["overlapped"] for r in trial_overheads(trials)}[2]
     assert floor_overheads(trials, lanes=2) == [40.0, 29.0, 30.0, 21.0]
+
+
+def test_layouts_are_measured_forward_then_backward_and_averaged():
+    layouts = [(1, 1), (2, 1), (1, 2)]
+    order = mirrored(layouts)
+    assert order == [(1, 1), (2, 1), (1, 2), (1, 2), (2, 1), (1, 1)]
+    # A machine slowing by 100 windows/s per launch: every layout's mean moves alike.
+    true = {(1, 1): 1700.0, (2, 1): 1300.0, (1, 2): 1300.0}
+    rows = [
+        {"workers": w, "cpus_per_worker": c, "windows_per_s": true[(w, c)] - 100.0 * i}
+        for i, (w, c) in enumerate(order)
+    ]
+    got = per_layout(rows)
+    assert set(got) == {(1, 1.0), (2, 1.0), (1, 2.0)}
+    assert got[(2, 1.0)]["launches"] == [1200.0, 900.0]
+    assert got[(2, 1.0)]["windows_per_s"] / got[(1, 2.0)]["windows_per_s"] == pytest.approx(1.0)
+    assert got[(1, 1.0)]["windows_per_s"] == pytest.approx(1700.0 - 250.0)
+    # Measured once each in that order, the drift alone would make 2x1 look 8% faster.
+    assert rows[1]["windows_per_s"] / rows[2]["windows_per_s"] == pytest.approx(1200 / 1100)
