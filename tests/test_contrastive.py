@@ -106,8 +106,7 @@ CROSS_REPLICA_SCRIPT = textwrap.dedent(
             with tf.GradientTape() as tape:
                 loss = nt_xent_loss(a @ shared, b @ shared, temperature,
                                     replica_context=context)
-                scaled = loss / context.num_replicas_in_sync
-            return loss, tape.gradient(scaled, shared)
+            return loss, tape.gradient(loss, shared)  # summed over replicas below
 
         loss, grad = strategy.run(replica_fn, args=(a, b))
         return (

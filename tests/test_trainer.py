@@ -316,6 +316,139 @@ def test_two_replica_mirrored_step_uses_half_the_global_batch_per_replica() -> N
     assert result["moved"]
 
 
+EQUIVALENCE_SCRIPT = """
+import dataclasses
+import json
+import sys
+sys.path.insert(0, TESTS_DIR)
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np
+import monolith.contrastive.trainer as trainer_module
+from test_trainer import MODEL, SPEC, TRAIN, TRAIN_DATA
+from monolith.config import EvalConfig
+from monolith.contrastive.trainer import ContrastiveTrainer
+
+# The same views on any layout (seeded augmentation folds the replica in), no dropout and no
+# batch statistics (per replica by design): what is left is the step's own arithmetic.
+trainer_module.make_views = lambda window, kind, seed: (window * 1.25, window * 0.75 + 0.1)
+model = dataclasses.replace(MODEL, use_batch_norm=False, dropout_rate=0.0, l2_reg=1e-3)
+train = dataclasses.replace(TRAIN, reconstruction_weight=0.5)
+
+def run(strategy, per_replica):
+    def dataset_fn(context):  # consecutive per-replica batches go to replicas 0, 1, ...
+        return (tf.data.Dataset.from_tensor_slices(TRAIN_DATA)
+                .batch(per_replica, drop_remainder=True).repeat())
+    trainer = ContrastiveTrainer(model, train, EvalConfig(probe_max_windows=50), SPEC,
+                                 strategy=strategy)
+    before = [np.array(w) for w in trainer.model.get_weights()]
+    rows = trainer.train_steps(trainer.make_iterator(dataset_fn), 3)
+    return before, [np.array(w) for w in trainer.model.get_weights()], rows
+
+b1, one, rows1 = run(tf.distribute.get_strategy(), TRAIN.batch_size)
+b2, two, rows2 = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), TRAIN.batch_size // 2)
+print("RESULT" + json.dumps({
+    "same_start": all(np.array_equal(a, b) for a, b in zip(b1, b2)),
+    "moved": max(float(np.abs(a - b).max()) for a, b in zip(one, b1)),
+    "weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(one, two)),
+    "rows": [rows1, rows2],
+}))
+"""
+
+
+def test_two_replicas_take_the_same_steps_as_one_replica_on_the_global_batch() -> None:
+    """The step's loss terms weigh the same on any layout: the contrastive loss (the global
+    batch's on every replica, differentiable through its own rows) and the per-replica
+    reconstruction and weight penalty, once the replicas' gradients are summed."""
+    result = run_script(EQUIVALENCE_SCRIPT)
+    assert result["same_start"]
+    assert result["moved"] > 1e-3
+    assert result["weight_diff"] < 1e-5, result["weight_diff"]
+    one, two = result["rows"]
+    for a, b in zip(one, two, strict=True):
+        for key in ("loss", "contrastive", "reconstruction", "samples", "gathered"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+
+
+TWO_WORKER_SCRIPT = """
+import collections
+import json
+import os
+import sys
+sys.path.insert(0, TESTS_DIR)
+index, ports = int(sys.argv[1]), sys.argv[2].split(",")
+os.environ["TF_CONFIG"] = json.dumps({
+    "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+    "task": {"type": "worker", "index": index},
+})
+import tensorflow as tf
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+from test_trainer import MODEL, SPEC, TRAIN, TRAIN_DATA
+from monolith.config import EvalConfig
+from monolith.contrastive.trainer import ContrastiveTrainer
+
+def dataset_fn(context):
+    return (tf.data.Dataset.from_tensor_slices(TRAIN_DATA)
+            .shard(context.num_input_pipelines, context.input_pipeline_id)
+            .batch(context.get_per_replica_batch_size(TRAIN.batch_size), drop_remainder=True)
+            .repeat())
+
+trainer = ContrastiveTrainer(MODEL, TRAIN, EvalConfig(probe_max_windows=50), SPEC,
+                             strategy=strategy)
+rows = trainer.train_steps(trainer.make_iterator(dataset_fn), 3)
+graph = trainer._train_loop._list_all_concrete_functions()[0].graph.as_graph_def()
+nodes = [n for f in graph.library.function for n in f.node_def] + list(graph.node)
+step = [f for f in graph.library.function if f.signature.name.startswith("while_body")]
+print("RESULT" + json.dumps({
+    "loop": dict(collections.Counter(n.op for n in nodes if n.op.startswith("Collective"))),
+    "step": dict(collections.Counter(
+        n.op for f in step for n in f.node_def if n.op.startswith("Collective"))),
+    "gathered": rows[-1]["gathered"],
+    "samples": rows[-1]["samples"],
+}))
+"""
+
+
+def test_a_two_worker_step_runs_two_collectives() -> None:
+    """Under MultiWorkerMirroredStrategy (2 processes over gRPC, as Ray Train runs it) a step
+    runs one all-reduce for the loss's gathered embeddings and one for the packed gradients;
+    the step's figures travel once per compiled loop, after it. A differentiable all_gather
+    ran five per step (sizes and values forward; an all-reduce, sizes and values backward)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(str(s.getsockname()[1]))
+    script = TWO_WORKER_SCRIPT.replace("TESTS_DIR", repr(str(Path(__file__).parent)))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(i), ",".join(ports)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    for w, (_, err) in zip(workers, outputs, strict=True):
+        assert w.returncode == 0, err[-4000:]
+    for out, _ in outputs:
+        result = json.loads(
+            next(ln for ln in out.splitlines() if ln.startswith("RESULT")).removeprefix("RESULT")
+        )
+        assert result["step"] == {"CollectiveReduceV2": 2}, result
+        assert result["loop"] == {"CollectiveReduceV2": 3}, result
+        assert result["gathered"] == result["samples"] == TRAIN.batch_size
+
+
 @pytest.mark.parametrize(
     ("cpus", "workers", "off"), [(2, 1, False), (1, 1, True), (1, 2, True), (2, 2, True)]
 )

@@ -23,9 +23,13 @@ def nt_xent_loss(
     Row i of ``z1`` and row i of ``z2`` are the two views of window i (the positive pair);
     every other view in the global batch is a negative: 2N - 2 negatives per anchor for a
     global batch of N windows. Under a strategy with several replicas the other replicas'
-    embeddings are gathered (``all_gather`` is differentiable) and serve as negatives, so
-    the mean of this loss over replicas equals the loss of one replica holding the
-    concatenated global batch (same value, same gradients).
+    embeddings are gathered and every replica computes the loss of the whole global batch
+    (the same value on each), differentiable through its own rows only: the gather needs no
+    backward collective, and the replicas' gradients SUMMED are the gradients of one replica
+    holding the concatenated global batch (each holds a disjoint share of the chain rule).
+    A step runs one collective for the loss besides the gradients' all-reduce (a
+    differentiable ``all_gather`` runs five); the extra work is a few [N, N] products. Every
+    replica holds the same number of windows (the trainer's per-replica batch).
 
     Args:
         z1: [n, D] embeddings of the first views on this replica (normalised here).
@@ -37,30 +41,42 @@ def nt_xent_loss(
             global batch), so callers can show the negatives really span all replicas.
 
     Returns:
-        A scalar: the mean loss over this replica's 2n anchors. Divide by the number of
-        replicas before summing gradients across them. With ``return_gathered``, the
-        pair (loss, windows gathered).
+        A scalar: the mean loss over the global batch's 2N anchors. Sum its gradients over
+        the replicas; do not divide it by their number. With ``return_gathered``, the pair
+        (loss, windows gathered).
     """
     z1 = tf.math.l2_normalize(z1, axis=1)
     z2 = tf.math.l2_normalize(z2, axis=1)
-    local = tf.shape(z1)[0]
     if replica_context is not None and replica_context.num_replicas_in_sync > 1:
-        # Both views in one gather: one collective forward, one backward.
-        z1_all, z2_all = tf.split(
-            replica_context.all_gather(tf.concat([z1, z2], axis=1), axis=0), 2, axis=1
+        replicas = replica_context.num_replicas_in_sync
+        replica = tf.cast(replica_context.replica_id_in_sync_group, tf.int32)
+        local = tf.shape(z1)[0]
+        mine = tf.concat([z1, z2], axis=1)  # both views travel together
+        # The gather as one all-reduce of values only: each replica's rows in its own slot
+        # of zeros, summed (exact: x + 0 = x). A differentiable ``all_gather`` runs five
+        # collectives: sizes and values forward; an all-reduce, sizes and values backward.
+        slots = tf.scatter_nd(
+            tf.reshape(replica, [1, 1]),
+            tf.stop_gradient(mine)[None],
+            tf.stack([replicas, local, tf.shape(mine)[1]]),
         )
-        offset = tf.cast(replica_context.replica_id_in_sync_group, tf.int32) * local
-    else:
-        z1_all, z2_all, offset = z1, z2, 0
-    total = tf.shape(z1_all)[0]
-    # Local anchor i sits at row offset + i of the gathered batch.
-    positives = tf.range(local) + offset
-    self_mask = tf.one_hot(positives, total, dtype=z1.dtype)
+        gathered = tf.reshape(
+            replica_context.all_reduce(tf.distribute.ReduceOp.SUM, slots), [-1, tf.shape(mine)[1]]
+        )
+        # This replica's own rows go back into their place as the differentiable tensors
+        # they are.
+        start = replica * local
+        z1, z2 = tf.split(
+            tf.concat([gathered[:start], mine, gathered[start + local :]], axis=0), 2, axis=1
+        )
+    total = tf.shape(z1)[0]
+    positives = tf.range(total)
+    self_mask = tf.eye(total, dtype=z1.dtype) * LARGE_NUM
 
-    logits_11 = tf.matmul(z1, z1_all, transpose_b=True) / temperature - self_mask * LARGE_NUM
-    logits_22 = tf.matmul(z2, z2_all, transpose_b=True) / temperature - self_mask * LARGE_NUM
-    logits_12 = tf.matmul(z1, z2_all, transpose_b=True) / temperature
-    logits_21 = tf.matmul(z2, z1_all, transpose_b=True) / temperature
+    logits_11 = tf.matmul(z1, z1, transpose_b=True) / temperature - self_mask
+    logits_22 = tf.matmul(z2, z2, transpose_b=True) / temperature - self_mask
+    logits_12 = tf.matmul(z1, z2, transpose_b=True) / temperature
+    logits_21 = tf.transpose(logits_12)
 
     # Candidates for a view-1 anchor: all view-2s (its positive among them), then all other
     # view-1s; symmetrically for view-2 anchors. The positive is column ``positives``.

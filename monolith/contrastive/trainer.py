@@ -158,8 +158,12 @@ class ContrastiveTrainer:
             )
             reconstruction = tf.reduce_mean(tf.square(out["reconstruction"][:n] - window))
             penalty = tf.add_n(self.model.losses) if self.model.losses else tf.constant(0.0)
-            loss = contrastive + cfg.reconstruction_weight * reconstruction + penalty
-            scaled = loss / self.num_replicas
+            local = cfg.reconstruction_weight * reconstruction + penalty
+            loss = contrastive + local
+            # The replicas' gradients are summed: the contrastive loss is the global batch's
+            # on every replica, differentiable through its own rows only (see nt_xent_loss),
+            # so it counts whole; the local terms count for their share.
+            scaled = contrastive + local / self.num_replicas
         variables = self.model.trainable_variables
         grads = tape.gradient(scaled, variables)
         # The instrument embedding's gradient is sparse (IndexedSlices), which the strategy
