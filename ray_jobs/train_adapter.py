@@ -427,7 +427,10 @@ def launch(
         except BaseException as exc:  # re-raised in the caller's thread
             outcome["error"] = exc
         finally:
-            ray.get(relay.put.remote(channel, _RUN_OVER))
+            # A relay that is gone (its owner ended) takes no marker: the loop below sees
+            # this thread end instead.
+            with contextlib.suppress(Exception):
+                ray.get(relay.put.remote(channel, _RUN_OVER))
 
     runner = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
     runner.start()
