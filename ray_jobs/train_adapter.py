@@ -437,7 +437,7 @@ def launch(
     try:
         while True:
             got, item = ray.get(relay.get.remote(channel, 5.0))
-            if got and isinstance(item, str) and item == _RUN_OVER:
+            if got and item == _RUN_OVER:
                 break
             if got:
                 progress(item)
