@@ -16,14 +16,17 @@ seeds 0..R-1 (TPE and training seeds), one run at a time, nothing else on the ma
    workers per trial, ``tune.max_concurrent_trials`` trials at once (configs/local.yaml: two
    1-worker trials at once on 2 cores).
 3. The floor: a Tune experiment of N trivial trials through the same adapter in the same
-   layout (workers that report once, no model): what Ray itself costs per trial here.
+   layout (workers that report once, no model): what Ray itself costs per trial here. Then the
+   same with workers that import TensorFlow before they report: what any TensorFlow trial
+   pays on top of Ray (shown beside the floor; the targets stay against the floor).
 4. Windows/s through the adapter with (workers x CPUs) 1x1, 2x1 and 1x2, launched in that order
    and then backward (a drifting machine speed moves each layout's mean alike): optimizer steps.
 
 Figures (arithmetic in ``bench/figures.py``), medians and ranges over the R runs: best
 objective; best objective within the baseline's median wall time; total wall; this job's
 per-trial overhead (the wall a trial adds to its lane, i.e. to one of the concurrent trial
-slots, minus epochs x its steady epoch) against the floor's.
+slots, minus epochs x its steady epoch) against the floor's, and against the floor with
+TensorFlow imported.
 Targets on the 2-core reference machine: per-trial overhead median <= 12 s and <= 1.5x the
 floor; 2 workers x 1 CPU >= 0.95x 1 worker x 2 CPUs; within the baseline's median wall time,
 this job's median best objective equal or better.
@@ -165,7 +168,8 @@ def child_original(spec: dict[str, Any]) -> int:
 
 def child_floor(spec: dict[str, Any]) -> int:
     """N trivial trials under Tune in the job's layout (its workers per trial and trials at
-    once), each a run through the adapter whose workers report once."""
+    once), each a run through the adapter whose workers report once (having imported
+    TensorFlow first if ``spec["import_tensorflow"]``)."""
     from ray_jobs._ray import connect
     from ray_jobs.console import quiet
 
@@ -186,7 +190,11 @@ def child_floor(spec: dict[str, Any]) -> int:
     cfg = load_config(spec["config"])
     s = tune_settings(cfg)
     static = {
-        "spec": JobSpec(task="noop", base_config=cfg.to_dict()),
+        "spec": JobSpec(
+            task="noop",
+            base_config=cfg.to_dict(),
+            bench={"import_tensorflow": spec["import_tensorflow"]},
+        ),
         "resources": Resources(
             num_workers=s.num_workers,
             per_worker=s.resources_per_worker(),
@@ -202,7 +210,7 @@ def child_floor(spec: dict[str, Any]) -> int:
         tune_config=tune.TuneConfig(
             num_samples=spec["trials"], max_concurrent_trials=s.max_concurrent_trials
         ),
-        run_config=tune.RunConfig(name="floor", storage_path=spec["storage"], verbose=0),
+        run_config=tune.RunConfig(name=spec["name"], storage_path=spec["storage"], verbose=0),
     )
     tuner.fit()
     return 0
@@ -466,21 +474,26 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         job.append(run_job(args, work, env, configs[seed], seed, job_metric, lanes))
         print(f"  {job[-1]['wall_s']:.1f} s")
 
-    print(
-        f"the floor: {args.trials} trivial trials through the adapter, {layout['workers']} "
-        f"worker(s) each, {lanes} at a time ..."
-    )
-    spec = {
-        "config": str(configs[0]),
-        "storage": str(work / "floor"),
-        "trials": args.trials,
-        "cpus": max(os.cpu_count() or 1, math.ceil(settings.concurrent_cpus())),
-    }
-    floor_run = spawn("floor", "floor", spec, work, env, args.timeout)
-    _check(floor_run, "the floor")
-    floor = figures.floor_overheads(
-        tune_trials(work / "floor" / "floor", floor_run["launched"], None), lanes
-    )
+    floors = {}
+    for name, with_tf in (("floor", False), ("floor-tf", True)):
+        print(
+            f"{name}: {args.trials} trivial trials through the adapter, {layout['workers']} "
+            f"worker(s) each, {lanes} at a time"
+            f"{', the workers importing TensorFlow' if with_tf else ''} ..."
+        )
+        spec = {
+            "config": str(configs[0]),
+            "storage": str(work / name),
+            "name": name,
+            "import_tensorflow": with_tf,
+            "trials": args.trials,
+            "cpus": max(os.cpu_count() or 1, math.ceil(settings.concurrent_cpus())),
+        }
+        floor_run = spawn(name, "floor", spec, work, env, args.timeout)
+        _check(floor_run, f"the {name}")
+        floors[name] = figures.floor_overheads(
+            tune_trials(work / name / name, floor_run["launched"], None), lanes
+        )
 
     layouts = figures.mirrored([(1, 1), (2, 1), (1, 2)])
     print(f"windows/s through the adapter, (workers, CPUs each) in this order: {layouts} ...")
@@ -520,7 +533,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "original": original,
         "job": job,
         "baseline_median_wall_s": baseline_wall,
-        "floor_s": floor,
+        "floor_s": floors["floor"],
+        "floor_tf_s": floors["floor-tf"],
         "throughput": throughput,
     }
 
@@ -548,6 +562,7 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
         [o.get("worker_start_s") for x in r["job"] for o in x["overheads"]]
     )
     out["floor_s"] = figures.spread(r["floor_s"])
+    out["floor_tf_s"] = figures.spread(r["floor_tf_s"])
     layouts = figures.per_layout(r["throughput"])
     out["windows_per_s"] = [
         {"workers": w, "cpus_per_worker": c, **figure} for (w, c), figure in layouts.items()
@@ -622,6 +637,11 @@ def report(r: dict[str, Any], s: dict[str, Any]) -> None:
         f"{lay['workers']} worker(s) each)"
     )
     print(f"  floor (trivial trials, same adapter and layout): {_spread(s['floor_s'])} s per trial")
+    over, floor_tf = s["job"]["overhead_s"]["median"], s["floor_tf_s"]["median"]
+    print(
+        f"  the same, the workers importing TensorFlow first: {_spread(s['floor_tf_s'])} s per "
+        f"trial (the job's overhead / it: {_fmt(over / floor_tf if over and floor_tf else None, '.2f')}x)"
+    )
     print(
         "\n  windows/s through the adapter (optimizer steps only; per launch its best round, "
         "launched forward then backward; the mean counts):"

@@ -82,8 +82,8 @@ class JobSpec:
     # local folder, or an s3:// prefix (written locally, uploaded when the worker ends).
     # None: the worker's console (Ray forwards it to the driver when asked to).
     logs: str | None = None
-    # throughput / noop: {"warmup", "steps", "rounds", "output"} (figures go to a file:
-    # Train V2 keeps only checkpointed metrics in its Result)
+    # throughput: {"warmup", "steps", "rounds", "output"} (figures go to a file: Train V2
+    # keeps only checkpointed metrics in its Result); noop: {"import_tensorflow": bool}
     bench: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -533,8 +533,17 @@ def worker_loop(spec: JobSpec, hyperparameters: dict[str, Any]) -> None:
 def _run_task(spec: JobSpec, hyperparameters: dict[str, Any], rank: int, world: int) -> None:
     started = time.perf_counter()
     if spec.task == "noop":
-        # The floor: what Ray costs for a run of W workers that report once.
-        ray.train.report({"epoch": 1, "elapsed_seconds": time.perf_counter() - started})
+        # The floor: what Ray costs for a run of W workers that report once; with
+        # bench["import_tensorflow"], what every TensorFlow worker pays before its first op.
+        if spec.bench.get("import_tensorflow"):
+            import tensorflow  # noqa: F401
+        ray.train.report(
+            {
+                "epoch": 1,
+                "elapsed_seconds": time.perf_counter() - started,
+                "tensorflow": float("tensorflow" in sys.modules),
+            }
+        )
         return
     from monolith.training import configure_runtime
 

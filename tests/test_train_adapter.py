@@ -106,6 +106,10 @@ def trial(config):  # a Tune trial driver, as ray_jobs.train_adapter.run_trial i
     seen = []
     launch(noop, Resources(1, {"CPU": 1.0}), RunPlace("noop-x", config["runs"]),
            progress=seen.append, relay=config["relay"])
+    # The bench's second floor: workers that import TensorFlow (there only) before reporting.
+    with_tf = JobSpec(task="noop", base_config=cfg.to_dict(), bench={"import_tensorflow": True})
+    launch(with_tf, Resources(1, {"CPU": 1.0}), RunPlace("noop-tf", config["runs"]),
+           progress=seen.append, relay=config["relay"])
     tune.report({"trainer": [c.__name__ for c in type(trainer).__mro__], "relayed": seen,
                  "tf": "tensorflow" in sys.modules, "keras": "keras" in sys.modules})
 
@@ -143,8 +147,10 @@ def test_a_trial_driver_builds_its_trainer_without_tensorflow(tmp_path: Path) ->
     # The run had its controller and workers, and no Ray Data actor: it has no Ray datasets.
     assert {"TrainController", "RayTrainWorker"} <= set(out["actors"]), out["actors"]
     assert "DatasetManager" not in out["actors"], out["actors"]
-    # Its report came through the shared relay, which keeps no channel of an ended run.
-    assert [r["epoch"] for r in out["relayed"]] == [1], out["relayed"]
+    # Each run's report came through the shared relay, which keeps no channel of an ended run;
+    # the plain floor's workers never load TensorFlow, the second floor's do.
+    assert [r["epoch"] for r in out["relayed"]] == [1, 1], out["relayed"]
+    assert [r["tensorflow"] for r in out["relayed"]] == [0.0, 1.0], out["relayed"]
     assert "_ReportRelay" in out["actors"] and "_QueueActor" not in out["actors"], out["actors"]
     assert out["open_channels"] == 0
 
