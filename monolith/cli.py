@@ -86,6 +86,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     from monolith.data.prepare import prepare_dataset
+    from monolith.data.readiness import prepare_summary
     from monolith.uri import normalise
 
     cfg = _with_data_overrides(_config(args.config), args)
@@ -97,13 +98,27 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         from ray_jobs.prepare import prepare_on_cluster
 
         connect(address=args.ray_address)
-        meta = prepare_on_cluster(cfg.data, output, settings=settings, overwrite=args.overwrite)
+        meta = prepare_on_cluster(
+            cfg.data,
+            output,
+            settings=settings,
+            overwrite=args.overwrite,
+            global_batch=cfg.train.batch_size,
+        )
     else:
-        meta = prepare_dataset(cfg.data, output, overwrite=args.overwrite, settings=settings)
+        meta = prepare_dataset(
+            cfg.data,
+            output,
+            overwrite=args.overwrite,
+            settings=settings,
+            global_batch=cfg.train.batch_size,
+        )
     print(
         f"prepared {meta['rows']['prepared']:,} rows, {len(meta['instruments'])} symbols, "
         f"windows {meta['windows']} -> {output}"
     )
+    for line in prepare_summary(meta):
+        print(f"  {line}")
     return 0
 
 
@@ -128,7 +143,7 @@ def prepared_for(
     if is_prepared_dataset(target):
         log.info("using cached prepared dataset %s", target)
     else:
-        prepare_dataset(cfg.data, target, settings=settings)
+        prepare_dataset(cfg.data, target, settings=settings, global_batch=cfg.train.batch_size)
     return str(target)
 
 
@@ -245,6 +260,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
         f"{'; skipped symbols ' + str(report['skipped_symbols']) if report['skipped_symbols'] else ''}) "
         f"-> {output}"
     )
+    outside = report.get("bars_outside_calendar") or {}
+    if outside:
+        print(
+            f"warning: bars outside the calendar recorded at training: {outside} (sessions or "
+            "hours the market did not trade then): check the data or the bundle's calendars"
+        )
     if drift is None:
         print("drift: not checked (the bundle records no drift reference)")
         return 0

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from monolith.data.calendars import check_calendar
 from monolith.errors import ConfigError
 
 AUGMENTATIONS = ("jitter", "scaling", "time_masking")
@@ -161,6 +162,9 @@ def _check_choice(where: str, key: str, value: Any, choices: tuple[str, ...]) ->
         raise _fail(where, key, value, f"allowed values {list(choices)}")
 
 
+ADJUSTMENTS = ("auto", "none")
+
+
 @dataclass
 class SyntheticConfig:
     """The seeded multi-symbol generator (the embedded default dataset)."""
@@ -198,8 +202,17 @@ class DataConfig:
     volatility_horizons: list[int] = field(default_factory=lambda: [24])
     val_fraction: float = 0.15
     test_fraction: float = 0.15
-    # Windows never span a gap in the bar series longer than this many missing bars.
+    # Windows never span a gap in the bar series longer than this many missing bars. A gap is
+    # a bar missing while the symbol's market is open (monolith.data.calendars): nights,
+    # weekends and holidays of a market that closes are not gaps.
     gap_tolerance_bars: int = 0
+    # When each symbol's market trades: "auto" (decided per symbol from its bars), "24/7",
+    # "fx", "weekdays" or an exchange calendar code (XNYS, XLON, XEUR, CMES, ...).
+    calendar: str = "auto"
+    calendars: dict[str, str] = field(default_factory=dict)  # per-symbol overrides
+    # "auto": OHLC scaled by adjusted close / close where the file has an adjusted close
+    # (volume inversely); "none": raw prices as published.
+    adjust: str = "auto"
     scaler: str = "standard"
     hmm_states: int = 3
     hmm_seed: int = 0
@@ -234,6 +247,12 @@ class DataConfig:
                 "must be < 0.8 so that training keeps most rows",
             )
         _check_int(where, "gap_tolerance_bars", self.gap_tolerance_bars, 0, 10_000)
+        check_calendar(f"{where}.calendar", self.calendar)
+        if not isinstance(self.calendars, dict):
+            raise _fail(where, "calendars", self.calendars, "a mapping {SYMBOL: CALENDAR}")
+        for symbol, code in self.calendars.items():
+            check_calendar(f"{where}.calendars[{symbol!r}]", code)
+        _check_choice(where, "adjust", self.adjust, ADJUSTMENTS)
         _check_choice(where, "scaler", self.scaler, SCALERS)
         _check_int(where, "hmm_states", self.hmm_states, 2, 10)
         _check_int(where, "hmm_seed", self.hmm_seed, 0)
@@ -242,6 +261,14 @@ class DataConfig:
         _check_float(where, "bad_tick_range_multiple", self.bad_tick_range_multiple, 2.0, 1e6)
         _check_float(where, "atr_sl_multiple", self.atr_sl_multiple, 0.0, 100.0, lo_open=True)
         _check_float(where, "atr_tp_multiple", self.atr_tp_multiple, 0.0, 100.0, lo_open=True)
+
+    def calendar_of(self, symbol: str) -> tuple[str, str]:
+        """(calendar, the setting that chose it) for one symbol; synthetic bars never close."""
+        if self.source == "synthetic":
+            return "24/7", "data.source (synthetic)"
+        if symbol in self.calendars:
+            return self.calendars[symbol], "data.calendars"
+        return self.calendar, "data.calendar"
 
     @property
     def target_horizons(self) -> dict[str, int]:

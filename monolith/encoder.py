@@ -64,6 +64,11 @@ class EmbedReport:
             "skipped_symbols": self.skipped_symbols,
             "windows": sum(s["windows"] for s in self.symbols.values()),
             "rows_without_window": sum(s["rows_without_window"] for s in self.symbols.values()),
+            "bars_outside_calendar": {
+                name: s["bars_outside_calendar"]
+                for name, s in self.symbols.items()
+                if s.get("bars_outside_calendar")
+            },
             "cleaning": self.cleaning,
         }
 
@@ -172,6 +177,9 @@ class Encoder:
             "bad_tick_range_multiple": float(data.get("bad_tick_range_multiple", 50.0)),
             "settings": settings,
             "symbols": symbols,
+            # A bundle from before adjustment existed was trained on raw prices.
+            "adjust": data.get("adjust", "none"),
+            "wall_clock_gaps": False,  # counted in trading time by the bundle's calendars
         }
         if isinstance(source, list | tuple):  # files named one by one (a cluster's share)
             from monolith.data.sources import resolve_sources
@@ -189,8 +197,8 @@ class Encoder:
     def _embed_featured(
         self, frame: pd.DataFrame, cleaning: dict, unknown: str, batch_size: int
     ) -> pd.DataFrame:
+        from monolith.data.calendars import ALWAYS_OPEN, trading_segments
         from monolith.data.features import RegimeModel, predict_regimes
-        from monolith.data.prepare import gap_segments
         from monolith.data.splits import symbol_blocks
 
         report = EmbedReport(cleaning=cleaning)
@@ -212,7 +220,16 @@ class Encoder:
             raise DataError("no bars of a symbol the encoder knows: nothing to embed")
         blocks = symbol_blocks(frame)
         tolerance = int(self.metadata.get("gap_tolerance_bars", 0))
-        segment = gap_segments(frame, tolerance, blocks)
+        # Each symbol's calendar as recorded at training (a bundle from before calendars:
+        # every market 24/7, as it was trained), with its bar length and learned breaks.
+        recorded = self.metadata.get("calendars", {})
+        segment, calendars = trading_segments(
+            frame,
+            tolerance,
+            blocks,
+            lambda s: (recorded.get(s, {}).get("calendar", ALWAYS_OPEN), "bundle"),
+            recorded,
+        )
         if "hmm_regime" not in frame.columns:
             frame["hmm_regime"] = predict_regimes(
                 RegimeModel.from_dict(self.metadata["hmm"]), frame
@@ -238,7 +255,19 @@ class Encoder:
                 "windows": int(len(ends)),
                 "rows_without_window": int(stop - start - len(ends)),
                 "segments": int(seg[-1]) + 1 if len(seg) else 0,
+                "gaps": calendars[symbol].gaps,
+                "closures_spanned": calendars[symbol].closures,
+                "bars_outside_calendar": calendars[symbol].bars_outside_sessions,
             }
+            if calendars[symbol].bars_outside_sessions:
+                log.warning(
+                    "%s: %d new bar(s) fall outside its recorded calendar %s (a session or "
+                    "hours it did not trade at training): embedded, but check the data or "
+                    "the calendar",
+                    symbol,
+                    calendars[symbol].bars_outside_sessions,
+                    calendars[symbol].calendar,
+                )
             if len(ends) == 0:
                 continue
             parts.append(self._windows(symbol, rows, scaled, ends, batch_size))

@@ -134,7 +134,9 @@ def prepare_for_experiment(
             storage.delete_prefix(target, store)
         elif Path(target).exists():
             shutil.rmtree(target)
-        prepare_dataset(cfg.data, target, settings=store, runner=runner)
+        prepare_dataset(
+            cfg.data, target, settings=store, runner=runner, global_batch=cfg.train.batch_size
+        )
     # Written last: its presence means the dataset above is complete.
     storage.write_json(key_uri, {**fingerprint, "prepared": target}, store)
     return target

@@ -110,8 +110,14 @@ def prepare_on_cluster(
     settings: StorageSettings | None = None,
     overwrite: bool = False,
     slots: int | None = None,
+    global_batch: int | None = None,
 ) -> dict:
     """``prepare_dataset`` with the per-symbol work on the connected Ray cluster."""
     return prepare_dataset(
-        cfg, output, overwrite=overwrite, settings=settings, runner=RayGroupRunner(slots)
+        cfg,
+        output,
+        overwrite=overwrite,
+        settings=settings,
+        runner=RayGroupRunner(slots),
+        global_batch=global_batch,
     )

@@ -200,13 +200,11 @@ def plan(args: argparse.Namespace) -> Plan:
         json.dumps({"best": cfg.hyperparameters(), "epochs": epochs}, sort_keys=True).encode()
     ).hexdigest()[:12]
     run_id = args.run_id or f"final-{digest}"
-    if prepared is None:
-        from monolith.data.prepared import is_prepared_dataset
-        from monolith.data.sources import resolve_sources
+    from monolith.data.precheck import check_can_train
 
-        store = _storage_settings(storage)
-        if cfg.data.source != "synthetic" and not is_prepared_dataset(cfg.data.source, store):
-            resolve_sources(cfg.data.source, store)
+    # Before Ray: the dataset (the experiment's, or the one cfg.data prepares into) must hold
+    # one global batch of the best config per split.
+    check_can_train(cfg.data, cfg.train.batch_size, _storage_settings(storage), prepared)
     return Plan(
         cfg,
         best,

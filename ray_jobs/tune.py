@@ -195,7 +195,7 @@ def plan(args: argparse.Namespace) -> Plan:
     storage_root = normalise(settings.storage, "tune.storage (--storage)")
     root = join(storage_root, settings.name)
     resume = _check_storage(root, storage, args.resume, args.auto_resume)
-    _check_data(cfg, store)
+    _check_data(cfg, store, _smallest_batch(space, cfg))
     return Plan(cfg, settings, space, warm, root, storage, objectives, resume)
 
 
@@ -227,13 +227,20 @@ def _check_storage(root: str, storage: dict, resume: bool, auto_resume: bool) ->
     return resume
 
 
-def _check_data(cfg: MonolithConfig, store: Any) -> None:
-    """The data source names data we can reach (bucket, credentials, matching files)."""
-    from monolith.data.prepared import is_prepared_dataset
-    from monolith.data.sources import resolve_sources
+def _check_data(cfg: MonolithConfig, store: Any, batch: int) -> None:
+    """The data source names data we can reach (bucket, credentials, matching files), and
+    prepares into at least one global batch of the smallest ``batch`` per split."""
+    from monolith.data.precheck import check_can_train
 
-    if cfg.data.source != "synthetic" and not is_prepared_dataset(cfg.data.source, store):
-        resolve_sources(cfg.data.source, store)  # one clear error naming what is missing
+    check_can_train(cfg.data, batch, store)
+
+
+def _smallest_batch(space: Any, cfg: MonolithConfig) -> int:
+    """The smallest global batch a trial can draw (the search space's, else the config's)."""
+    if "batch_size" not in space.names:
+        return cfg.train.batch_size
+    values = space.values("batch_size")
+    return int(min(values) if values else space.distributions["batch_size"].low)
 
 
 # ---- the trial driver ------------------------------------------------------------------

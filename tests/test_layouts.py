@@ -286,11 +286,21 @@ Date,Open,High,Low,Close*,Adj Close**,Volume
 "Jan 02, 2020",320.50,322.10,319.80,321.90,299.60,"59,151,200"
 """,
     )
-    frame, report = read_market_data(path)
+    frame, report = read_market_data(path, adjust="none")
     assert frame["timestamp"].tolist() == _utc("2020-01-02", "2020-01-03")
     assert frame["close"].tolist() == [321.90, 322.40]  # Close*, not Adj Close**
     assert frame["volume"].tolist() == [59_151_200.0, 77_709_700.0]
     assert "SPY.csv (generic layout): ignored column(s) ['Adj Close**']" in report["actions"]
+    # By default (data.adjust: auto) the bar is scaled by Adj Close** / Close*.
+    adjusted, report = read_market_data(path)
+    assert adjusted["close"].tolist() == pytest.approx([299.60, 300.10])
+    assert adjusted["open"].tolist() == pytest.approx(
+        [320.50 * 299.60 / 321.90, 321.00 * 300.10 / 322.40]
+    )
+    assert adjusted["volume"].tolist() == pytest.approx(
+        [59_151_200.0 * 321.90 / 299.60, 77_709_700.0 * 322.40 / 300.10]
+    )
+    assert report["symbols"]["SPY"]["price_adjustment"] == "OHLCV by 'Adj Close**'"
 
 
 def test_polygon_single_letter_columns(tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
+from monolith.data.adjust import adjust_prices, split_jumps
 from monolith.data.features import TECHNICAL_COLUMNS
 from monolith.data.layouts import (
     SNIFF_BYTES,
@@ -95,6 +96,7 @@ class _FileFrame:
     frame: pd.DataFrame  # canonical columns + passthrough + _file, _row
     passthrough: list[str]
     actions: list[str] = field(default_factory=list)
+    adjusted: dict[str, str] = field(default_factory=dict)  # symbol -> adjusted-close column
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ def read_market_data(
     settings: StorageSettings | None = None,
     files: list[SourceFile] | None = None,
     symbols: frozenset[str] | None = None,
+    adjust: str = "auto",
+    wall_clock_gaps: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read, validate and clean market data into the canonical frame.
 
@@ -134,6 +138,11 @@ def read_market_data(
         files: the files to read, already resolved (instead of ``source``).
         symbols: keep only these symbols (a group of a preparation spread over a cluster);
             None keeps every symbol.
+        adjust: ``auto`` scales OHLCV by a file's adjusted close (``monolith.data.adjust``);
+            ``none`` keeps raw prices.
+        wall_clock_gaps: report every step longer than the bar interval as a gap (a market
+            that never closes); False leaves the gap line to the caller, who counts gaps in
+            trading time (``monolith.data.calendars``) and overwrites ``gaps``/``missing_bars``.
 
     Returns:
         The canonical frame and a JSON-serialisable report (files with SHA-256 and how each
@@ -151,7 +160,9 @@ def read_market_data(
         if source is None:
             raise DataError("read_market_data: give a source or the files to read")
         files = resolve_sources(source, settings)
-    parsed = [_read_file(file, index, settings, symbols) for index, file in enumerate(files)]
+    parsed = [
+        _read_file(file, index, settings, symbols, adjust) for index, file in enumerate(files)
+    ]
     passthrough = _common_passthrough(parsed)
     combined = pd.concat(
         [p.frame for p in parsed],
@@ -167,7 +178,9 @@ def read_market_data(
         bad_tick_range_multiple=bad_tick_range_multiple,
         actions=actions,
         by_symbol=by_symbol,
+        wall_clock_gaps=wall_clock_gaps,
     )
+    _report_adjustments(frame, parsed, per_symbol, by_symbol, actions)
     report = {
         "files": [p.entry for p in parsed],
         "symbols": per_symbol,
@@ -423,11 +436,62 @@ def _shape_actions(path: SourceFile, shape: CsvShape | None, encoding: str | Non
     return actions
 
 
+def _report_adjustments(
+    frame: pd.DataFrame,
+    parsed: list[_FileFrame],
+    per_symbol: dict[str, dict[str, Any]],
+    by_symbol: dict[str, list[str]],
+    actions: list[str],
+) -> None:
+    """Each symbol's price adjustment, and split-sized jumps left in its prices."""
+    for p in parsed:
+        for symbol, column in p.adjusted.items():
+            if symbol in per_symbol:
+                per_symbol[symbol]["price_adjustment"] = f"OHLCV by {column!r}"
+    if frame.empty:
+        return
+    from monolith.data.splits import symbol_blocks
+
+    for symbol, jumps in split_jumps(frame, symbol_blocks(frame)).items():
+        per_symbol[symbol]["split_sized_jumps"] = jumps
+        listed = ", ".join(f"{j['timestamp'][:10]} x{j['ratio']:g}" for j in jumps[:3])
+        line = (
+            f"{symbol}: {len(jumps)} price jump(s) the size of a split ({listed}"
+            f"{', ...' if len(jumps) > 3 else ''}) kept as published: if the source did not "
+            "adjust for splits, supply adjusted prices or an adjusted-close column"
+        )
+        by_symbol.setdefault(symbol, []).append(line)
+        actions.append(line)
+
+
+def _adjusted(out: _FileFrame, mapped: ColumnMap, by_original: dict, where: _Where, adjust: str):
+    """Scale the file's OHLCV by its adjusted close (``adjust == "auto"``); report either way."""
+    column = mapped.adjusted_close
+    name = out.entry["name"]
+    if adjust == "none":
+        out.actions.append(f"{name}: {column!r} not applied (data.adjust: none): raw prices")
+        return
+    done = adjust_prices(out.frame, _numeric(where, column, by_original[column]))
+    out.entry["price_adjustment"] = {"column": column} | done
+    out.adjusted = {str(s): column for s in pd.unique(out.frame["symbol"])}
+    out.actions.append(
+        f"{name}: prices adjusted by {column!r} (open, high, low, close x adjusted/close, "
+        f"volume / it; ratio {done['ratio_min']:.4g} to {done['ratio_max']:.4g}); "
+        "data.adjust: none keeps raw prices"
+    )
+    if done["unusable_rows"]:
+        out.actions.append(
+            f"{name}: {done['unusable_rows']} row(s) have no usable {column!r} (missing or "
+            "not positive): no adjusted price, dropped below as non-finite"
+        )
+
+
 def _read_file(
     path: SourceFile,
     file_index: int,
     settings: StorageSettings | None = None,
     symbols: frozenset[str] | None = None,
+    adjust: str = "auto",
 ) -> _FileFrame:
     data, sha = read_source(path, settings)
     table, shape, encoding = _read_table(path, data)
@@ -477,6 +541,8 @@ def _read_file(
         ts, time_names = _generic_times(where, mapped, by_original, table.column_names)
         sources = {p: getattr(mapped, p) for p in PRICE_COLUMNS}
         used = {*time_names, mapped.symbol, *sources.values()}
+        if mapped.adjusted_close is not None and adjust != "none":
+            used.add(mapped.adjusted_close)
         entry["timestamp_column"] = time_names[0] if len(time_names) == 1 else time_names
         if mapped.unnamed is not None:
             out.actions.append(
@@ -510,6 +576,9 @@ def _read_file(
         volume_name = sources["volume"]
         frame["volume"] = _numeric(where, volume_name, by_original[volume_name], suffixes=True)
     entry["volume_column"] = volume_name
+    out.frame = frame
+    if layout == "generic" and mapped.adjusted_close is not None:
+        _adjusted(out, mapped, by_original, where, adjust)
     if layout == "seed":
         seed_used = {"timestamp", "symbol", *OHLCV_COLUMNS}
         canonical = {c.lower(): c for c in TECHNICAL_COLUMNS}
@@ -960,6 +1029,7 @@ def _clean(
     bad_tick_range_multiple: float,
     actions: list[str],
     by_symbol: dict[str, list[str]] | None = None,
+    wall_clock_gaps: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     # Cleaning works on plain arrays and a shrinking row selection (positions into ``frame``);
     # every kept column is gathered once at the end, so no intermediate frame is copied.
@@ -1138,7 +1208,7 @@ def _clean(
         entry["first"] = pd.Timestamp(int(ts[first_index[s]]), tz="UTC").isoformat()
         entry["last"] = pd.Timestamp(int(ts[last_index[s]]), tz="UTC").isoformat()
         symbols[str(name)] = entry
-        if entry["gaps"]:
+        if entry["gaps"] and wall_clock_gaps:
             symbol_actions[s].append(
                 f"{name}: {entry['gaps']} gap(s) totalling {entry['missing_bars']} missing bar(s) "
                 f"of {entry['interval_seconds']} s left unfilled (windows must not span them)"

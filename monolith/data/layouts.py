@@ -23,8 +23,9 @@ Accepted, per file (each choice made is written to the file's report entry):
 - **Column names** compare case-insensitively, without surrounding spaces, ``<...>`` brackets
   (MetaTrader ``<OPEN>``) or trailing ``*`` (Yahoo ``Close*``); ``_`` and space are the same.
   Aliases: ``o h l c v`` (Polygon), ``Open Price``/``Close Price``, ``Vol``/``Vol.``; ``Price``
-  is the close when there is no close (Investing.com). ``Adj Close`` is not the close: it is
-  ignored and reported like every unused column.
+  is the close when there is no close (Investing.com). ``Adj Close`` (also ``Adjusted Close``)
+  is not the close: it adjusts OHLCV by its ratio to the close (``monolith.data.adjust``) unless
+  ``data.adjust: none``, which reports it as unused.
 - **Volume**: ``<VOL>``/``real_volume`` unless all zero, then the tick volume (``<TICKVOL>``,
   ``tick_volume``); text volumes such as ``1.23K``, ``4.5M``, ``2B`` are multiplied out and
   ``-`` is missing; prices may carry thousands separators (``"7,200.8"``).
@@ -54,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from monolith.data.adjust import ADJUSTED_CLOSE_ALIASES
 from monolith.errors import DataError
 
 # Only this much of a file is sniffed; a header must start within it.
@@ -392,6 +394,7 @@ class ColumnMap:
     volume: str | None
     tick_volume: str | None
     symbol: str | None
+    adjusted_close: str | None = None
 
 
 def map_columns(names: list[str] | tuple[str, ...]) -> ColumnMap:
@@ -425,6 +428,7 @@ def map_columns(names: list[str] | tuple[str, ...]) -> ColumnMap:
         volume=first(VOLUME_ALIASES),
         tick_volume=first(TICK_VOLUME_ALIASES),
         symbol=first(SYMBOL_ALIASES),
+        adjusted_close=first(ADJUSTED_CLOSE_ALIASES),
     )
 
 

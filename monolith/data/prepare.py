@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from monolith.config import DataConfig, InputSpec
+from monolith.data.calendars import SymbolCalendar, trading_segments
 from monolith.data.features import (
     TECHNICAL_COLUMNS,
     RegimeModel,
@@ -67,6 +68,7 @@ from monolith.data.prepared import (
     partition_path,
     target_column,
 )
+from monolith.data.readiness import check_trainable
 from monolith.data.sources import SourceFile, resolve_sources
 from monolith.data.splits import (
     SPLIT_NAMES,
@@ -158,7 +160,11 @@ class SymbolGroup:
         del raw
         t = self._stage("technical indicators", t)
         self.blocks = symbol_blocks(frame)
-        frame["segment"] = gap_segments(frame, cfg.gap_tolerance_bars, self.blocks)
+        frame["segment"], calendars = trading_segments(
+            frame, cfg.gap_tolerance_bars, self.blocks, cfg.calendar_of
+        )
+        restate_gaps(cleaning, calendars)
+        t = self._stage("calendars and segments", t)
         self.codes, boundaries = split_codes(
             frame,
             val_fraction=cfg.val_fraction,
@@ -169,10 +175,11 @@ class SymbolGroup:
         )
         frame["split"] = pd.Categorical.from_codes(self.codes, categories=list(SPLIT_NAMES))
         self.frame = frame
-        self._stage("segments and splits", t)
+        self._stage("splits", t)
         symbols = sorted(boundaries)
         return {
             "symbols": symbols,
+            "calendars": {s: calendars[s].to_dict() for s in symbols},
             "train_rows": {s: int(boundaries[s]["train"]["rows"]) for s in symbols},
             "cleaning": cleaning,
             "feature_engineering": feature_report,
@@ -191,6 +198,8 @@ class SymbolGroup:
             min_rows=self.cfg.sequence_length + self.cfg.label_horizon,
             bad_tick_range_multiple=self.cfg.bad_tick_range_multiple,
             settings=self.settings,
+            adjust=self.cfg.adjust,
+            wall_clock_gaps=False,  # counted in trading time by load()
         )
 
     def regime_sample(self, quotas: dict[str, int]) -> dict[str, list[np.ndarray]]:
@@ -204,7 +213,7 @@ class SymbolGroup:
         t = time.perf_counter()
         cfg = self.cfg
         frame = add_levels(self._loaded(), cfg.atr_sl_multiple, cfg.atr_tp_multiple)
-        frame[target_column("direction")] = _direction_target(frame, cfg.label_horizon, self.blocks)
+        frame[target_column("direction")] = self.direction()
         forward = forward_targets(
             frame, self.blocks, cfg.direction_horizons, cfg.volatility_horizons
         )
@@ -217,16 +226,8 @@ class SymbolGroup:
         scalers = fit_scalers(
             frame, self.codes == TRAIN, list(TECHNICAL_COLUMNS), cfg.scaler, self.blocks
         )
-        ends = valid_window_ends(
-            ids,
-            frame["segment"].to_numpy(),
-            self.codes,
-            ~np.isnan(frame[target_column("direction")].to_numpy()),
-            cfg.sequence_length,
-        )
-        per_code = np.bincount(self.codes[ends], minlength=len(SPLIT_NAMES))
+        windows = self.window_counts(frame[target_column("direction")].to_numpy(), ids)
         split_rows = np.bincount(self.codes, minlength=len(SPLIT_NAMES))
-        segment = frame["segment"].to_numpy()
         train = self.codes == TRAIN
         technical = [frame[c].to_numpy(dtype=np.float64) for c in TECHNICAL_COLUMNS]
         reference = {}
@@ -241,12 +242,43 @@ class SymbolGroup:
         self.derived = {
             "drift_reference": reference,
             "scalers": scalers,
-            "windows": {name: int(per_code[SPLIT_CODES[name]]) for name in SPLITS},
+            **windows,
             "rows": {"prepared": int(len(frame))}
             | {name: int(split_rows[code]) for name, code in SPLIT_CODES.items()},
-            "segments": {s: int(segment[stop - 1]) + 1 for s, _, stop in self.blocks},
         }
         self._stage("levels, targets, scalers", t)
+
+    def window_counts(self, direction: np.ndarray, ids: np.ndarray | None = None) -> dict:
+        """Windows per split, overall and per symbol, and each symbol's segments and longest
+        gap-free run (``direction``: the direction target, NaN where it does not exist)."""
+        frame = self._loaded()
+        if ids is None:
+            ids = np.empty(len(frame), dtype=np.int32)
+            for i, (_, start, stop) in enumerate(self.blocks):
+                ids[start:stop] = i
+        segment = frame["segment"].to_numpy()
+        ends = valid_window_ends(
+            ids, segment, self.codes, ~np.isnan(direction), self.cfg.sequence_length
+        )
+        per_code = np.bincount(self.codes[ends], minlength=len(SPLIT_NAMES))
+        by_symbol = {}
+        for symbol, start, stop in self.blocks:
+            mine = ends[(ends >= start) & (ends < stop)]
+            counts = np.bincount(self.codes[mine], minlength=len(SPLIT_NAMES))
+            by_symbol[symbol] = {name: int(counts[SPLIT_CODES[name]]) for name in SPLITS}
+        return {
+            "windows": {name: int(per_code[SPLIT_CODES[name]]) for name in SPLITS},
+            "windows_per_symbol": by_symbol,
+            "segments": {s: int(segment[stop - 1]) + 1 for s, _, stop in self.blocks},
+            "longest_run": {
+                s: int(np.bincount(segment[start:stop] - segment[start]).max())
+                for s, start, stop in self.blocks
+            },
+        }
+
+    def direction(self) -> np.ndarray:
+        """The ``direction`` probe target of the loaded rows (NaN past a segment's end)."""
+        return _direction_target(self._loaded(), self.cfg.label_horizon, self.blocks)
 
     def finish(self, model: RegimeModel, target: str) -> dict[str, Any]:
         """Decode the regimes, write each symbol's partition under ``target``; returns the
@@ -304,20 +336,27 @@ def _synthetic(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
     return frame, report
 
 
-def gap_segments(
-    frame: pd.DataFrame, gap_tolerance_bars: int, blocks: list[tuple[str, int, int]]
-) -> np.ndarray:
-    """Per symbol, a new segment starts after a gap of more than the tolerated missing bars."""
-    ts = pd.DatetimeIndex(frame["timestamp"]).as_unit("ns").asi8
-    segment = np.zeros(len(frame), dtype=np.int64)
-    for _, start, end in blocks:
-        diffs = np.diff(ts[start:end])
-        if len(diffs) == 0:
+def restate_gaps(cleaning: dict, calendars: dict[str, SymbolCalendar]) -> None:
+    """The cleaning report's gaps, counted in each symbol's trading time: bars missing while
+    its market is open (a closure is none), with one line per symbol that has any."""
+    for symbol, cal in calendars.items():
+        entry = cleaning.get("symbols", {}).get(symbol)
+        if entry is None:
             continue
-        interval = np.median(diffs)
-        breaks = diffs > (gap_tolerance_bars + 1) * interval
-        segment[start + 1 : end] = np.cumsum(breaks)
-    return segment
+        entry.update(
+            gaps=cal.gaps,
+            missing_bars=cal.missing_bars,
+            closures_spanned=cal.closures,
+            calendar=cal.calendar,
+        )
+        if cal.gaps:
+            line = (
+                f"{symbol}: {cal.gaps} gap(s) totalling {cal.missing_bars} bar(s) missing while "
+                f"the market was open (calendar {cal.calendar}) left unfilled (windows must not "
+                "span them)"
+            )
+            cleaning.setdefault("symbol_actions", {}).setdefault(symbol, []).append(line)
+            cleaning.setdefault("actions", []).append(line)
 
 
 def _direction_target(
@@ -610,11 +649,13 @@ def prepare_dataset(
     overwrite: bool = False,
     settings: StorageSettings | None = None,
     runner: GroupRunner | None = None,
+    global_batch: int | None = None,
 ) -> dict:
     """Prepare ``cfg.source`` into ``output`` (a folder or s3:// prefix); returns the metadata.
 
     ``runner`` runs the per-symbol work (default: this process, one group); the central
-    steps run here on summaries.
+    steps run here on summaries. A split with fewer windows than ``global_batch`` (or none)
+    is a DataError, and nothing is left at ``output``.
     """
     started = time.perf_counter()
     out = _Output(parse_uri(output, "output"), settings, overwrite)
@@ -668,6 +709,7 @@ def prepare_dataset(
         metadata, scalers = merge_metadata(
             cfg, files, summaries, finished, model, instruments, quotas
         )
+        check_trainable(metadata, global_batch)
         timings["elapsed_seconds"] = round(time.perf_counter() - started, 3)
         timings["group_stages"] = [f["timings"] for f in finished]
         timings["driver_peak_rss_mb"] = rss | {"finished": _peak_rss_mb()}
@@ -782,6 +824,9 @@ def merge_metadata(
     boundaries = {s: b for summary in summaries for s, b in summary["splits"].items()}
     scalers = {s: obj for f in finished for s, obj in f["scalers"].items()}
     segments = {s: n for f in finished for s, n in f["segments"].items()}
+    longest = {s: n for f in finished for s, n in f["longest_run"].items()}
+    calendars = {s: c for summary in summaries for s, c in summary["calendars"].items()}
+    per_symbol = {s: w for f in finished for s, w in f["windows_per_symbol"].items()}
     rows: dict[str, int] = {}
     windows: dict[str, int] = {}
     for f in finished:
@@ -815,6 +860,12 @@ def merge_metadata(
         "gap_tolerance_bars": cfg.gap_tolerance_bars,
         "splits": {s: boundaries[s] for s in symbols},
         "segments": {s: segments[s] for s in symbols},
+        "longest_run": {s: longest[s] for s in symbols},
+        # Per symbol: the calendar its bars were put in trading order by, how it was chosen,
+        # the match, the gaps (bars missing while open) and closures spanned.
+        "calendars": {s: calendars[s] for s in symbols},
+        "adjust": cfg.adjust,
+        "windows_per_symbol": {s: per_symbol[s] for s in symbols},
         "scaler": {
             "kind": cfg.scaler,
             "per": "symbol",
