@@ -364,7 +364,9 @@ def test_two_replicas_take_the_same_steps_as_one_replica_on_the_global_batch() -
     result = run_script(EQUIVALENCE_SCRIPT)
     assert result["same_start"]
     assert result["moved"] > 1e-3
-    assert result["weight_diff"] < 1e-5, result["weight_diff"]
+    # float32 sums in another order on two replicas: CI saw 1.08e-5 after three steps, while a
+    # loss term weighted wrongly for the layout moves weights by a share of "moved" (> 1e-3).
+    assert result["weight_diff"] < 5e-5, result["weight_diff"]
     one, two = result["rows"]
     for a, b in zip(one, two, strict=True):
         for key in ("loss", "contrastive", "reconstruction", "samples", "gathered"):
