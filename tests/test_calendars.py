@@ -79,7 +79,11 @@ def test_futures_maintenance_break_is_learned_not_a_gap() -> None:
     bars = futures_with_break("2023-05-01", "2023-07-31")  # Memorial Day, Juneteenth, 4 July
     info, missing = trading_gaps(_ns(bars), "auto", "data.calendar")
     assert info.calendar == "CMES", info.why
-    assert info.learned_breaks == ["16:00-17:00 America/Chicago"]
+    # exchange_calendars 4.13.3 closes CME sessions at 16:00 Chicago (the hour is the
+    # calendar's own); older releases ran 17:00 to 17:00 and the empty hour is learned
+    close = calendar("CMES", "2023-05-01", "2023-05-31").schedule["close"].iloc[0]
+    listed = close.tz_convert("America/Chicago").hour == 16
+    assert info.learned_breaks == ([] if listed else ["16:00-17:00 America/Chicago"])
     assert info.gaps == 0 and not missing.any()
     # the recorded break is reused on new bars (how the encoder cuts them)
     again = trading_gaps(
@@ -87,6 +91,20 @@ def test_futures_maintenance_break_is_learned_not_a_gap() -> None:
         closed_slots=info.closed_slots,
     )[0]  # fmt: skip
     assert again.gaps == 0
+
+
+def test_a_daily_break_the_calendar_does_not_list_is_learned_not_a_gap() -> None:
+    bars = intraday("XNYS", "2023-01-01", "2023-06-30")  # bars at :30 past each hour
+    local = bars.tz_convert("America/New_York")
+    lunch = bars[~((local.hour == 12) & (local.minute == 30))]  # no bar 12:30 on any day
+    info, missing = trading_gaps(_ns(lunch), "auto", "data.calendar")
+    assert info.calendar == "XNYS", info.why
+    assert info.learned_breaks == ["12:00-13:00 America/New_York"] and info.closed_slots == [12]
+    assert info.gaps == 0 and not missing.any()
+    # one day's 12:30 bar back is inside the learned break, not outside the sessions
+    info_one, _ = trading_gaps(_ns(lunch.append(bars[local.hour == 12][:1]).sort_values()),
+                               "XNYS", "data.calendars")  # fmt: skip
+    assert info_one.learned_breaks == info.learned_breaks and info_one.gaps == 0
 
 
 def test_fx_trades_sunday_evening_to_friday_evening() -> None:
