@@ -7,6 +7,12 @@ peak RSS growth of the prepare step against the in-memory size of the prepared d
 
 Targets on the 2-core reference machine: >= 50k rows/s; peak RSS growth <= 3x the prepared
 data's in-memory size.
+
+Then markets that close: two years of 5-minute bars of 40 equities on the NYSE calendar (sessions,
+nights, weekends, holidays, early closes; built here, one Parquet file per symbol) prepared
+with ``data.calendar: auto`` (each symbol's calendar detected, bars put in trading order) and
+with ``data.calendar: 24/7`` (the path of a market that never closes), alternated, each in a
+fresh process. Target: calendars >= 0.8x the 24/7 path's rows/s (medians).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "crypto-hourly"
 TARGET_ROWS_PER_S = 50_000
 TARGET_RSS_RATIO = 3.0
+TARGET_CALENDAR_RATIO = 0.8
 
 
 def _rss_mib() -> float:
@@ -72,22 +79,135 @@ def child_prepare() -> dict:
     }
 
 
-def _run_child(kind: str) -> dict:
+def write_session_bars(folder: Path, symbols: int, years: int) -> int:
+    """5-minute bars of ``symbols`` equities over the NYSE's sessions of the last ``years``
+    whole years before 2024."""
+    import warnings
+
+    import exchange_calendars
+    import numpy as np
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        cal = exchange_calendars.get_calendar(
+            "XNYS", start=f"{2024 - years}-01-01", end="2023-12-31"
+        )
+    step = pd.Timedelta(minutes=5)
+    starts = [
+        pd.date_range(o, c, freq=step, inclusive="left")
+        for o, c in zip(cal.schedule["open"], cal.schedule["close"], strict=True)
+    ]
+    times = starts[0].append(starts[1:])
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(symbols):
+        close = 50 * np.exp(np.cumsum(rng.normal(0, 0.001, len(times))))
+        open_ = np.r_[close[0], close[:-1]]
+        wick = np.abs(rng.normal(0, 0.0005, len(times))) * close
+        frame = pd.DataFrame(
+            {
+                "timestamp": times,
+                "symbol": f"EQ{i:02d}",
+                "open": open_,
+                "high": np.maximum(open_, close) + wick,
+                "low": np.minimum(open_, close) - wick,
+                "close": close,
+                "volume": rng.integers(100, 10_000, len(times)).astype(float),
+            }
+        )
+        frame.to_parquet(folder / f"EQ{i:02d}.parquet", index=False)
+    return symbols * len(times)
+
+
+def child_calendar(source: str, calendar: str) -> dict:
+    import hmmlearn.hmm  # noqa: F401
+
+    from monolith.config import DataConfig
+    from monolith.data.prepare import prepare_dataset
+
+    cfg = DataConfig(source=source, calendar=calendar)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        meta = prepare_dataset(cfg, Path(tmp) / "prepared")
+        elapsed = time.perf_counter() - t0
+    calendars = {c["calendar"] for c in meta["calendars"].values()}
+    gaps = sum(c["gaps"] for c in meta["calendars"].values())
+    rows_in = sum(s["rows_in"] for s in meta["cleaning"]["symbols"].values())
+    return {
+        "rows_in": rows_in,
+        "seconds": elapsed,
+        "calendars": sorted(calendars),
+        "gaps": gaps,
+        "windows": meta["windows"],
+    }
+
+
+def calendars(pairs: int, symbols: int, years: int) -> None:
+    """The calendar path against the 24/7 path on the same rows, alternated."""
+    import statistics
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = write_session_bars(Path(tmp) / "bars", symbols, years)
+        runs: dict[str, list[dict]] = {"auto": [], "24/7": []}
+        for _ in range(pairs):
+            for calendar in ("auto", "24/7"):
+                runs[calendar].append(_run_child("calendar", Path(tmp) / "bars", calendar))
+    print(
+        f"bench/data_prep calendars: {symbols} equities x 5-minute NYSE bars of {2024 - years}-2023 "
+        f"({rows:,} rows), {pairs} alternated pairs, each run a fresh process"
+    )
+    speed = {}
+    for calendar, done in runs.items():
+        rates = [r["rows_in"] / r["seconds"] for r in done]
+        speed[calendar] = statistics.median(rates)
+        last = done[-1]
+        print(
+            f"  calendar {calendar:<5} rows/s median {speed[calendar]:>10,.0f} "
+            f"[{min(rates):,.0f}, {max(rates):,.0f}]  calendars found {last['calendars']}, "
+            f"gaps {last['gaps']:,}, windows {last['windows']}"
+        )
+    ratio = speed["auto"] / speed["24/7"]
+    verdict = "met" if ratio >= TARGET_CALENDAR_RATIO else "NOT met"
+    print(
+        f"  calendars / 24/7 path   {ratio:>10.2f} x   (target >= {TARGET_CALENDAR_RATIO}: "
+        f"{verdict})"
+    )
+
+
+def _run_child(kind: str, *extra: object) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", kind], capture_output=True, text=True, check=True
+        [sys.executable, __file__, "--child", kind, *map(str, extra)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", choices=["io", "prepare"])
+    parser.add_argument("--child", choices=["io", "prepare", "calendar"])
+    parser.add_argument("child_args", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--pairs", type=int, default=3, help="alternated calendar/24-7 pairs")
+    # A desk's scale, not a laptop's: the calendar is built once per process (0.2-0.3 s),
+    # the rest of its cost is per symbol.
+    parser.add_argument("--symbols", type=int, default=40, help="equities in the calendar bench")
+    parser.add_argument("--years", type=int, default=2, help="years of 5-minute bars per symbol")
+    parser.add_argument("--calendars-only", action="store_true", help="only the calendar bench")
     args = parser.parse_args()
+    if args.child == "calendar":
+        print(json.dumps(child_calendar(*args.child_args)))
+        return 0
     if args.child:
         print(json.dumps(child_io() if args.child == "io" else child_prepare()))
         return 0
+    if args.calendars_only:
+        calendars(args.pairs, args.symbols, args.years)
+        return 0
     if not DATA.is_dir():
         print(f"bench/data_prep: SKIPPED: shared data folder {DATA} not present")
+        calendars(args.pairs, args.symbols, args.years)
         return 0
     io = _run_child("io")
     prep = _run_child("prepare")
@@ -111,6 +231,7 @@ def main() -> int:
         f"  throughput vs target    {rows_per_s / TARGET_ROWS_PER_S:>10.2f} x   "
         f"(target >= {TARGET_ROWS_PER_S:,} rows/s)"
     )
+    calendars(args.pairs, args.symbols, args.years)
     return 0
 
 
