@@ -650,7 +650,10 @@ def run(args: argparse.Namespace) -> int:
         f"each, {s.max_concurrent_trials} at a time\n  {_describe_search(p)}"
     )
 
+    from monolith.data.prepared import read_metadata
+    from monolith.data.readiness import prepare_summary
     from monolith.experiment import prepare_for_experiment
+    from monolith.storage import StorageSettings
     from monolith.tuning import write_results
     from ray_jobs.prepare import RayGroupRunner
 
@@ -658,6 +661,10 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     prepared = prepare_for_experiment(p.cfg, p.root, p.storage, runner=RayGroupRunner())
     say(f"  data: {prepared} ({time.perf_counter() - t0:.1f} s)")
+    # What the preparation made of the data (its calendar, gaps, windows) before trials use it.
+    meta = read_metadata(prepared, StorageSettings.from_mapping(p.storage))
+    for line in prepare_summary(meta, limit=5):
+        say(f"    {line}")
     if not args.verbose:
         say(
             f"  worker logs: {join(p.root, LOGS_DIR)}/trial-<id>/; every report: {join(p.root, TUNE_DIR)}/*/result.json"

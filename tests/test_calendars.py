@@ -368,6 +368,7 @@ def test_too_few_windows_are_refused_by_prepare_and_the_tune_job_before_ray(
 def test_the_real_daily_equity_file_finds_the_nyse_calendar(tmp_path: Path) -> None:
     meta = prepare_dataset(DataConfig(source=str(EQUITY_DAILY)), tmp_path / "nvda")
     (symbol,) = meta["instruments"]
+    assert symbol == "nvda-1999-2014"  # the file names the instrument, less ".txt"
     calendar = meta["calendars"][symbol]
     assert (calendar["calendar"], calendar["chosen_by"], calendar["gaps"]) == ("XNYS", "auto", 0)
     assert calendar["closures"] > 800

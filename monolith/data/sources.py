@@ -73,6 +73,8 @@ class SourceFile:
     def stem(self) -> str:
         """The name without its data and compression suffixes: ``BTCUSDT.csv.gz`` -> ``BTCUSDT``."""
         data, compressed = _suffixes(self.name)
+        if not data and self.name.lower().endswith(".txt"):
+            data = ".txt"  # named explicitly: Yahoo's and Stooq's CSV text (nvda.txt -> nvda)
         return self.name[: len(self.name) - len(data) - len(compressed)]
 
     @property
