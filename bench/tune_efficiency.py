@@ -192,7 +192,7 @@ def child_floor(spec: dict[str, Any]) -> int:
     static = {
         "spec": JobSpec(
             task="noop",
-            base_config=cfg.to_dict(),
+            base_config=cfg,
             bench={"import_tensorflow": spec["import_tensorflow"]},
         ),
         "resources": Resources(
@@ -234,7 +234,7 @@ def child_throughput(spec: dict[str, Any]) -> int:
         output = Path(spec["storage"]) / f"throughput-{n}-{workers}x{cpus}.json"
         job = JobSpec(
             task="throughput",
-            base_config=cfg.to_dict(),
+            base_config=cfg,
             prepared=spec["prepared"],
             logs=str(Path(spec["storage"]) / "logs"),
             bench={k: spec[k] for k in ("warmup", "steps", "rounds")} | {"output": str(output)},

@@ -68,7 +68,7 @@ from s3transfer.utils import ChunksizeAdjuster
 from monolith._atomic import atomic_directory
 from monolith.artifacts import MANIFEST_FILE, REQUIRED_FILES, read_manifest, sha256_file
 from monolith.artifacts import verify_bundle as _verify_bundle
-from monolith.config import _check_choice, _check_float, _check_int, _fail
+from monolith.config import check_choice, check_float, check_int, fail
 from monolith.errors import BundleError, ConfigError, MonolithError, StorageError
 from monolith.uri import is_s3_uri, parse_s3_uri
 
@@ -157,8 +157,8 @@ class StorageSettings:
 
     @classmethod
     def from_config(cls, cfg: MonolithConfig) -> StorageSettings:
-        """From a ``MonolithConfig`` (its ``storage:`` section, kept in ``cfg.extra``)."""
-        return cls.from_mapping(cfg.extra.get("storage") or {})
+        """From a ``MonolithConfig`` (its ``storage:`` section, kept in ``cfg.storage``)."""
+        return cls.from_mapping(cfg.storage)
 
     def validate(self, where: str = "storage") -> StorageSettings:
         url = self.endpoint_url
@@ -168,7 +168,7 @@ class StorageSettings:
                 "shown): use the standard AWS credential chain"
             )
         if url is not None and (not isinstance(url, str) or not _ENDPOINT.fullmatch(url)):
-            raise _fail(
+            raise fail(
                 where,
                 "endpoint_url",
                 url,
@@ -178,14 +178,14 @@ class StorageSettings:
         if self.region is not None and (
             not isinstance(self.region, str) or not re.fullmatch(r"[a-z0-9-]+", self.region)
         ):
-            raise _fail(where, "region", self.region, "expected a region name like us-east-1")
-        _check_choice(where, "addressing_style", self.addressing_style, ADDRESSING_STYLES)
-        _check_int(where, "max_attempts", self.max_attempts, 1, 20)
-        _check_float(where, "connect_timeout_s", self.connect_timeout_s, 0, 600, lo_open=True)
-        _check_float(where, "read_timeout_s", self.read_timeout_s, 0, 3600, lo_open=True)
-        _check_int(where, "multipart_threshold_mb", self.multipart_threshold_mb, 1, 5120)
-        _check_int(where, "multipart_chunksize_mb", self.multipart_chunksize_mb, 5, 5120)
-        _check_int(where, "max_concurrency", self.max_concurrency, 1, 64)
+            raise fail(where, "region", self.region, "expected a region name like us-east-1")
+        check_choice(where, "addressing_style", self.addressing_style, ADDRESSING_STYLES)
+        check_int(where, "max_attempts", self.max_attempts, 1, 20)
+        check_float(where, "connect_timeout_s", self.connect_timeout_s, 0, 600, lo_open=True)
+        check_float(where, "read_timeout_s", self.read_timeout_s, 0, 3600, lo_open=True)
+        check_int(where, "multipart_threshold_mb", self.multipart_threshold_mb, 1, 5120)
+        check_int(where, "multipart_chunksize_mb", self.multipart_chunksize_mb, 5, 5120)
+        check_int(where, "max_concurrency", self.max_concurrency, 1, 64)
         return self
 
     def endpoint(self) -> str | None:

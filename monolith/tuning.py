@@ -23,14 +23,20 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from monolith.config import OBJECTIVES, MonolithConfig, _build
+from monolith.config import (  # noqa: F401 - re-exported: the tune section moved to config
+    MULTI_OBJECTIVE_STOPPING,
+    MonolithConfig,
+    Objective,
+    TuneSettings,
+    parse_objectives,
+)
 from monolith.errors import ConfigError
 
 # summary.json's ``ended_by`` when no budget cut the experiment short.
@@ -43,245 +49,12 @@ PARETO_RULE = (
     "the ideal point (1, ..., 1); ties go to the better primary (first) objective, then to "
     "the lower trial number"
 )
-# Trials stopped by ASHA rank on one metric only: with several objectives, "none" (no
-# early stopping; each trial runs its epochs or its patience) keeps the front unbiased,
-# "primary" buys the compute back by letting ASHA rank the first objective.
-MULTI_OBJECTIVE_STOPPING = ("none", "primary")
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One metric the search optimises, in its direction (``min`` or ``max``).
-
-    ``metric`` is the per-epoch name (``val_ref_ntxent``); trials also report its running
-    best over their epochs as ``best_<metric>``, which is what the search ranks.
-    """
-
-    metric: str
-    mode: str
-
-    @property
-    def reported(self) -> str:
-        return f"best_{self.metric}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.metric} ({self.mode})"
-
-    def to_dict(self) -> dict[str, str]:
-        return {"metric": self.metric, "mode": self.mode}
-
-
-def parse_objectives(raw: Any, where: str = "tune.objectives") -> list[Objective]:
-    """``raw`` as objectives: a list of ``"metric"``, ``"metric:mode"`` or ``{metric, mode}``.
-
-    Each metric must be one of ``monolith.config.OBJECTIVES`` and keep its own direction
-    (minimising a lift or maximising a loss is a typo, not a wish).
-    """
-    allowed = ", ".join(f"{m}:{d}" for m, d in OBJECTIVES.items())
-
-    def bad(key: str, value: Any, why: str) -> ConfigError:
-        return ConfigError(f"{key} = {value!r} is invalid: {why}; allowed: {allowed}")
-
-    usage = "expected a non-empty list of 'metric', 'metric:mode' or {metric, mode}"
-    if not isinstance(raw, list) or not raw:
-        raise bad(where, raw, usage)
-    out: list[Objective] = []
-    for i, entry in enumerate(raw):
-        key = f"{where}[{i}]"
-        if isinstance(entry, str):
-            metric, _, mode = entry.partition(":")
-        elif isinstance(entry, dict) and set(entry) <= {"metric", "mode"} and "metric" in entry:
-            metric, mode = entry["metric"], entry.get("mode") or ""
-        else:
-            raise bad(key, entry, usage)
-        metric, mode = str(metric).strip(), str(mode).strip()
-        if metric not in OBJECTIVES:
-            raise bad(key, entry, f"unknown metric {metric!r}")
-        if mode and mode != OBJECTIVES[metric]:
-            raise bad(
-                key, entry, f"{metric} is optimised in mode {OBJECTIVES[metric]!r}, not {mode!r}"
-            )
-        if any(o.metric == metric for o in out):
-            raise bad(key, entry, f"{metric} is listed twice")
-        out.append(Objective(metric, OBJECTIVES[metric]))
-    return out
-
-
-@dataclass
-class TuneSettings:
-    """The ``tune:`` section of a config."""
-
-    name: str = "monolith-tune"
-    # Experiment storage: a local folder, or s3://bucket/prefix (needed on multi-node clusters).
-    storage: str = "runs/experiments"
-    search_space: str = "configs/search_space.yaml"
-    num_samples: int = 8
-    max_concurrent_trials: int = 1
-    # Ray Train workers per trial (each a MultiWorkerMirroredStrategy worker).
-    num_workers: int = 2
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    # The per-trial driver only launches and watches its Train run: a small CPU share.
-    driver_cpus: float = 0.1
-    # ASHA on per-epoch reports; max_epochs None = train.epochs.
-    max_epochs: int | None = None
-    grace_period: int = 1
-    reduction_factor: float = 2.0
-    # OptunaSearch (TPE).
-    seed: int = 0
-    multivariate: bool = True
-    n_startup_trials: int = 4
-    # "base": the base config's own hyperparameters are trial 1; "none": no warm start;
-    # or a path to a best_config.json / config YAML.
-    warm_start: str = "base"
-    # Retries: a failed trial driver (Tune) and a failed Train worker group (Train).
-    max_failures: int = 2
-    worker_max_failures: int = 3
-    extra_resources: dict[str, float] = field(default_factory=dict)
-    # Refuse at once when the running cluster cannot fit one trial; off for autoscaling
-    # clusters, whose worker groups grow on demand.
-    check_capacity: bool = True
-    # How often each trial's Train controller polls its workers (reports, health). Ray's
-    # default (2 s) adds up to a poll to each trial's start, to every report and to its end.
-    train_poll_interval_s: float = 0.25
-    # Ray Train's preemption watcher (an actor per Train run): drains runs on nodes being
-    # reclaimed, as spot GPU pools are; off where nodes are not preempted (a laptop).
-    watch_preemption: bool = True
-    # How long a trial's Train run waits for its worker group: with more concurrent trials
-    # than the cluster fits at once (pipelining: the next trial's driver and controller start
-    # while one trains) or an autoscaling cluster, a trial legitimately waits a trial's length.
-    worker_start_timeout_s: float = 1800.0
-    # What the search optimises: null = eval.objective alone; or a list of "metric",
-    # "metric:mode" or {metric, mode} (monolith.config.OBJECTIVES) for a Pareto search. The
-    # first is the primary: the trials' eval.objective (their early stopping and best
-    # checkpoint), ASHA's metric and the tie-breaker of the Pareto choice.
-    objectives: list[Any] | None = None
-    # With several objectives: "none" (no ASHA) or "primary" (ASHA on the first objective).
-    multi_objective_stopping: str = "none"
-    # Budgets that end the whole experiment early, results written from the trials so far:
-    # wall-clock seconds of the search (data preparation excluded; a --resume starts a new
-    # budget, as Ray's time_budget_s does), and finished trials in a row without a better
-    # primary objective.
-    time_budget_s: float | None = None
-    stop_after_no_improvement: int | None = None
-
-    def validate(self, where: str = "tune") -> TuneSettings:
-        def bad(key: str, allowed: str) -> ConfigError:
-            return ConfigError(f"{where}.{key} = {getattr(self, key)!r} is invalid: {allowed}")
-
-        if not isinstance(self.name, str) or not self.name or "/" in self.name:
-            raise bad("name", "expected a non-empty name without '/'")
-        for key, lo in (
-            ("num_samples", 1),
-            ("max_concurrent_trials", 1),
-            ("num_workers", 1),
-            ("grace_period", 1),
-            ("n_startup_trials", 1),
-            ("max_failures", 0),
-            ("worker_max_failures", 0),
-            ("seed", 0),
-        ):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-                raise bad(key, f"expected an integer >= {lo}")
-        if self.max_epochs is not None and (
-            not isinstance(self.max_epochs, int) or self.max_epochs < 1
-        ):
-            raise bad("max_epochs", "expected an integer >= 1 or null")
-        for key in ("use_gpu", "multivariate", "check_capacity", "watch_preemption"):
-            if not isinstance(getattr(self, key), bool):
-                raise bad(key, "expected true or false")
-        for key, lo_open in (
-            ("cpus_per_worker", False),
-            ("gpus_per_worker", False),
-            ("driver_cpus", True),
-            ("reduction_factor", True),
-            ("train_poll_interval_s", True),
-            ("worker_start_timeout_s", True),
-        ):
-            value = getattr(self, key)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise bad(key, "expected a number >= 0")
-            if lo_open and value == 0:
-                why = (
-                    " (Ray rejects a zero CPU share for the driver)" if key == "driver_cpus" else ""
-                )
-                raise bad(key, f"must be > 0{why}")
-        if self.reduction_factor <= 1:
-            raise bad("reduction_factor", "expected a number > 1")
-        if self.cpus_per_worker == 0 and self.gpus_per_worker == 0:
-            raise bad("cpus_per_worker", "a worker needs CPUs or GPUs")
-        if self.use_gpu and self.gpus_per_worker == 0:
-            self.gpus_per_worker = 1.0
-        if not self.use_gpu and self.gpus_per_worker > 0:
-            raise bad("gpus_per_worker", "set use_gpu: true to request GPUs")
-        if not isinstance(self.extra_resources, dict):
-            raise bad("extra_resources", "expected a mapping of resource name -> amount")
-        if self.objectives is not None:
-            parse_objectives(self.objectives, f"{where}.objectives")
-        if self.multi_objective_stopping not in MULTI_OBJECTIVE_STOPPING:
-            raise bad(
-                "multi_objective_stopping", f"allowed values {list(MULTI_OBJECTIVE_STOPPING)}"
-            )
-        if self.time_budget_s is not None and (
-            not isinstance(self.time_budget_s, int | float)
-            or isinstance(self.time_budget_s, bool)
-            or not math.isfinite(self.time_budget_s)
-            or self.time_budget_s <= 0
-        ):
-            raise bad("time_budget_s", "expected a number of seconds > 0, or null for no budget")
-        if self.stop_after_no_improvement is not None and (
-            not isinstance(self.stop_after_no_improvement, int)
-            or isinstance(self.stop_after_no_improvement, bool)
-            or self.stop_after_no_improvement < 1
-        ):
-            raise bad(
-                "stop_after_no_improvement",
-                "expected an integer >= 1 (finished trials without a better primary objective), "
-                "or null",
-            )
-        return self
-
-    def objectives_for(self, cfg: MonolithConfig) -> list[Objective]:
-        """The objectives, primary first (the default: ``eval.objective`` alone)."""
-        if self.objectives is None:
-            return [Objective(cfg.eval.objective, cfg.eval.mode)]
-        return parse_objectives(self.objectives)
-
-    def resources_per_worker(self) -> dict[str, float]:
-        out = {"CPU": float(self.cpus_per_worker)}
-        if self.gpus_per_worker:
-            out["GPU"] = float(self.gpus_per_worker)
-        return {**out, **{k: float(v) for k, v in self.extra_resources.items()}}
-
-    def trial_needs(self) -> dict[str, float]:
-        """What one trial holds while it trains: its workers' resources and its driver's CPU."""
-        need = {k: v * self.num_workers for k, v in self.resources_per_worker().items()}
-        need["CPU"] = need.get("CPU", 0.0) + self.driver_cpus
-        return need
-
-    def concurrent_trials(self) -> int:
-        """How many trials can run at once: ``max_concurrent_trials``, at most the trial count."""
-        return max(1, min(self.max_concurrent_trials, self.num_samples))
-
-    def concurrent_cpus(self) -> float:
-        """CPUs for every trial that may run at once: what a local cluster is given, so
-        concurrent trials never queue behind each other's drivers."""
-        return self.trial_needs()["CPU"] * self.concurrent_trials()
-
-    def epochs(self, cfg: MonolithConfig) -> int:
-        return self.max_epochs or cfg.train.epochs
 
 
 def tune_settings(cfg: MonolithConfig, **overrides: Any) -> TuneSettings:
-    """The validated ``tune:`` section of ``cfg`` with command-line overrides applied."""
-    settings = _build(TuneSettings, cfg.extra.get("tune"), "tune")
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(settings, key, value)
-    return settings.validate()
+    """The config's ``tune:`` section with command-line overrides applied, validated."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return dataclasses.replace(cfg.tune, **given).validate()
 
 
 def with_epochs(cfg: MonolithConfig, epochs: int) -> MonolithConfig:

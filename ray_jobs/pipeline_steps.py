@@ -56,7 +56,7 @@ def _storage(config: str) -> tuple[dict[str, Any], Any]:
     from monolith.config import load_config
     from monolith.storage import StorageSettings
 
-    section = dict(load_config(config).extra.get("storage") or {})
+    section = dict(load_config(config).storage)
     return section, StorageSettings.from_mapping(section)
 
 
@@ -106,7 +106,7 @@ def validate(
         )
         plan = tune_job.plan(args)
         _, settings = _storage(config)
-        final = (_load_extra(config).get("final") or {}).get("output")
+        final = _final_output(config)
         target = normalise(output or final or "", "output (final.output)")
         check_access(target, settings)
     return plan.root.rsplit("/", 1)[0]
@@ -222,12 +222,12 @@ def promote(config: str, working_dir: str, output: str, experiment: str, run_id:
 
     with _inside(working_dir):
         _, settings = _storage(config)
-        final_output = (_load_extra(config).get("final") or {}).get("output")
+        final_output = _final_output(config)
     dest = normalise(output or final_output or "", "output (final.output)")
     return promote_bundle(dest, experiment, run_id, settings)
 
 
-def _load_extra(config: str) -> dict[str, Any]:
+def _final_output(config: str) -> str:
     from monolith.config import load_config
 
-    return load_config(config).extra
+    return load_config(config).final.output

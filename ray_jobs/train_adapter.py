@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # Before Ray Train is imported: its V2 API (a controller and worker group per run), which
 # every class below belongs to.
@@ -49,6 +49,9 @@ from ray.train.v2._internal.execution.callback import (  # noqa: E402
     WorkerGroupCallback,
 )
 from ray.train.v2.api.callback import UserCallback  # noqa: E402
+
+if TYPE_CHECKING:
+    from monolith.config import MonolithConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,9 @@ class JobSpec:
     """Everything a run's workers need besides the hyperparameters."""
 
     task: str  # one of TASKS
-    base_config: Mapping[str, Any]  # MonolithConfig.to_dict(), validated by the driver
+    # The run's config, validated by the driver; a mapping (``MonolithConfig.to_dict()``)
+    # is parsed here, so the workers always receive the typed config.
+    base_config: MonolithConfig | Mapping[str, Any]
     prepared: str = ""  # the prepared dataset: a folder or s3:// prefix
     storage: Mapping[str, Any] = field(default_factory=dict)  # the config's storage: section
     final: FinalSpec | None = None
@@ -91,6 +96,11 @@ class JobSpec:
             raise ValueError(f"JobSpec.task = {self.task!r}: one of {TASKS}")
         if (self.task == "final") != (self.final is not None):
             raise ValueError("JobSpec.final is required for, and only for, task 'final'")
+        if isinstance(self.base_config, Mapping):
+            from monolith.config import config_from_dict
+
+            typed = config_from_dict(dict(self.base_config), "run config")
+            object.__setattr__(self, "base_config", typed)  # frozen: set once, here
 
 
 @dataclass(frozen=True)
@@ -551,7 +561,6 @@ def _run_task(spec: JobSpec, hyperparameters: dict[str, Any], rank: int, world: 
     configure_runtime(int(float(os.environ.get("OMP_NUM_THREADS", "1"))), world)
     import tensorflow as tf
 
-    from monolith.config import config_from_dict
     from monolith.data.windows import Shard
     from monolith.storage import StorageSettings
 
@@ -564,7 +573,7 @@ def _run_task(spec: JobSpec, hyperparameters: dict[str, Any], rank: int, world: 
         if world > 1
         else tf.distribute.get_strategy()
     )
-    cfg = config_from_dict(spec.base_config, "run config").with_hyperparameters(hyperparameters)
+    cfg = spec.base_config.with_hyperparameters(hyperparameters)
     settings = StorageSettings.from_mapping(spec.storage)
     shard = Shard(rank, world)
     if spec.task == "throughput":

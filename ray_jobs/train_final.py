@@ -40,7 +40,7 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 # Ray Train hands it from this driver to its controller: poll the workers every 0.25 s, not 2 s.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
-from monolith.config import MonolithConfig, _build, load_config  # noqa: E402
+from monolith.config import FinalSettings, MonolithConfig, load_config  # noqa: E402
 from monolith.errors import ConfigError, MonolithError, StorageError  # noqa: E402
 from monolith.experiment import PREPARED, PREPARED_KEY_FILE, RESULTS_DIR  # noqa: E402
 from monolith.training import FINGERPRINT_FILE  # noqa: E402
@@ -49,46 +49,6 @@ from monolith.uri import is_s3_uri, join, normalise  # noqa: E402
 log = logging.getLogger("ray_jobs.train_final")
 # The one line a caller (a pipeline step, a test) reads the published bundle from.
 FINAL_PREFIX = "FINAL_RESULT "
-
-
-@dataclass
-class FinalSettings:
-    """The config's ``final:`` section."""
-
-    # Where bundles are published: a folder or s3://bucket/prefix.
-    output: str = "runs/bundles"
-    # Fixed epoch budget on train+val (no validation left to stop on); None = train.epochs.
-    epochs: int | None = None
-    num_workers: int = 2
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    worker_max_failures: int = 3
-    # Where the Train run keeps its checkpoints when no experiment is given.
-    storage: str = "runs/final"
-    # Ray Train's preemption watcher (see tune.watch_preemption).
-    watch_preemption: bool = True
-
-    def validate(self, where: str = "final") -> FinalSettings:
-        for key, lo in (("num_workers", 1), ("worker_max_failures", 0)):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-                raise ConfigError(
-                    f"{where}.{key} = {value!r} is invalid: expected an integer >= {lo}"
-                )
-        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
-            raise ConfigError(f"{where}.epochs = {self.epochs!r} is invalid: expected >= 1 or null")
-        if self.use_gpu and not self.gpus_per_worker:
-            self.gpus_per_worker = 1.0
-        if not self.use_gpu and self.gpus_per_worker:
-            raise ConfigError(f"{where}.gpus_per_worker: set use_gpu: true to request GPUs")
-        return self
-
-    def resources_per_worker(self) -> dict[str, float]:
-        out = {"CPU": float(self.cpus_per_worker)}
-        if self.gpus_per_worker:
-            out["GPU"] = float(self.gpus_per_worker)
-        return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,8 +125,8 @@ def plan(args: argparse.Namespace) -> Plan:
     cfg = load_config(args.config)
     if args.data_source:
         cfg.data.source = args.data_source
-    storage = dict(cfg.extra.get("storage") or {})
-    settings = _build(FinalSettings, cfg.extra.get("final"), "final").validate()
+    storage = dict(cfg.storage)
+    settings = cfg.final
     prepared = None
     if args.experiment:
         root = normalise(args.experiment, "--experiment")
@@ -178,7 +138,7 @@ def plan(args: argparse.Namespace) -> Plan:
         train_root = join(root, "final")
     else:
         best_uri = normalise(args.best_config, "--best-config")
-        experiment = args.name or (cfg.extra.get("tune") or {}).get("name", "monolith-tune")
+        experiment = args.name or cfg.tune.name
         train_root = join(normalise(settings.storage, "final.storage"), experiment)
     best = _read_best(best_uri, storage)
     try:
@@ -329,7 +289,7 @@ def _train(p: Plan, args: argparse.Namespace, place: Any, tmp: Path) -> Path:
     s = p.settings
     spec = JobSpec(
         task="final",
-        base_config=p.cfg.to_dict(),
+        base_config=p.cfg,
         prepared=prepared,
         storage=p.storage,
         final=FinalSpec(best=dict(p.best), run_id=p.run_id, lineage=_lineage(p, prepared)),

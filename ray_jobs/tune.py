@@ -186,7 +186,7 @@ def plan(args: argparse.Namespace) -> Plan:
         longest = max(space.values("sequence_length") or [cfg.data.sequence_length])
         cfg.data.sequence_length = max(cfg.data.sequence_length, int(longest))
     warm = _warm_start(settings, cfg, space)
-    storage = dict(cfg.extra.get("storage") or {})
+    storage = dict(cfg.storage)
     from monolith.storage import StorageSettings
 
     store = StorageSettings.from_mapping(storage)
@@ -261,7 +261,7 @@ def _trainable(p: Plan, prepared: str, verbose: bool):
     static = {
         "spec": JobSpec(
             task="trial",
-            base_config=p.cfg.to_dict(),
+            base_config=p.cfg,
             prepared=prepared,
             storage=p.storage,
             logs=None if verbose else join(p.root, LOGS_DIR),
