@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from monolith.config import MonolithConfig, load_config
 from monolith.errors import ConfigError, MonolithError
@@ -23,6 +25,28 @@ if TYPE_CHECKING:
     from monolith.storage import StorageSettings
 
 log = logging.getLogger("monolith")
+
+
+# The job layer's cluster versions of two commands, by command: (module, function).
+_CLUSTER_COMMANDS = {
+    "prepare": ("ray_jobs.prepare", "prepare_on_cluster"),
+    "embed": ("ray_jobs.embed", "embed_on_cluster"),
+}
+
+
+def _on_cluster(address: str, command: str) -> Callable[..., Any]:
+    """``command``'s cluster version, after joining the Ray cluster at ``address``.
+
+    The one place the library's CLI reaches the job layer above it (``ray_jobs``), and only
+    when a command is given ``--ray-address``: the library itself never needs Ray, so a
+    command run in this process never imports it.
+    """
+    from ray_jobs._ray import connect
+
+    module, name = _CLUSTER_COMMANDS[command]
+    run = getattr(importlib.import_module(module), name)
+    connect(address=address)
+    return run
 
 
 def _config(path: str | None) -> MonolithConfig:
@@ -93,11 +117,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     settings = _storage_settings(args)
     output = normalise(args.output, "--output")
     if args.ray_address:
-        # The Ray adapter, only when asked for a cluster: the library itself never needs Ray.
-        from ray_jobs._ray import connect
-        from ray_jobs.prepare import prepare_on_cluster
-
-        connect(address=args.ray_address)
+        prepare_on_cluster = _on_cluster(args.ray_address, "prepare")
         meta = prepare_on_cluster(
             cfg.data,
             output,
@@ -123,30 +143,6 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 # -- train / inspect ---------------------------------------------------------------------------
-def prepared_for(
-    cfg: MonolithConfig, cache_root: Path, settings: StorageSettings | None = None
-) -> str:
-    """The prepared dataset for ``cfg.data``: the source itself, or a cached preparation.
-
-    The cache key covers the data config and the source files' locations, sizes and versions
-    (mtime, or ETag on S3), so a changed file or setting prepares afresh and an unchanged one
-    is prepared once.
-    """
-    from monolith.data.prepare import prepare_dataset
-    from monolith.data.prepared import is_prepared_dataset
-    from monolith.experiment import data_fingerprint
-
-    if is_prepared_dataset(cfg.data.source, settings):
-        return cfg.data.source
-    key = data_fingerprint(cfg, settings)["key"]
-    target = cache_root / key[:16]
-    if is_prepared_dataset(target):
-        log.info("using cached prepared dataset %s", target)
-    else:
-        prepare_dataset(cfg.data, target, settings=settings, global_batch=cfg.train.batch_size)
-    return str(target)
-
-
 def _fmt(value: object) -> str:
     return f"{value:+.4f}" if isinstance(value, float) else str(value)
 
@@ -158,6 +154,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from monolith.experiment import prepared_for
     from monolith.training import bundle_result, train_on_prepared
 
     cfg = load_config(args.config)
@@ -234,11 +231,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     unknown = "skip" if args.skip_unknown else "error"
     encoder = Encoder.load(args.bundle, settings)
     if args.ray_address:
-        # The Ray adapter, only when asked for a cluster: the library itself never needs Ray.
-        from ray_jobs._ray import connect
-        from ray_jobs.embed import embed_on_cluster
-
-        connect(address=args.ray_address)
+        embed_on_cluster = _on_cluster(args.ray_address, "embed")
         frame, report, scaled = embed_on_cluster(
             args.bundle,
             args.input,
@@ -375,7 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_train_commands(sub)
+    _add_embed_command(sub)
+    _add_bundle_commands(sub)
+    _add_report_command(sub)
+    return parser
 
+
+def _add_data_commands(sub: Any) -> None:
+    """``monolith data synth`` and ``monolith data prepare``."""
     data = sub.add_parser("data", help="prepare datasets").add_subparsers(
         dest="data_command", required=True
     )
@@ -413,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--overwrite", action="store_true", help="replace an existing output")
     prep.set_defaults(func=cmd_data_prepare)
 
+
+def _add_train_commands(sub: Any) -> None:
+    """``monolith train`` and ``monolith inspect``."""
     train = sub.add_parser(
         "train",
         help="train one config in this process and write a verified bundle",
@@ -444,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--config", help="YAML config whose storage section to use")
     inspect.set_defaults(func=cmd_inspect)
 
+
+def _add_embed_command(sub: Any) -> None:
+    """``monolith embed``: an encoder over new bars, and the drift check."""
     embed = sub.add_parser(
         "embed",
         help="embeddings of new bars with a published encoder, and a drift check",
@@ -481,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--config", help="YAML config whose storage section to use")
     embed.set_defaults(func=cmd_embed)
 
+
+def _add_bundle_commands(sub: Any) -> None:
+    """``monolith publish``, ``promote`` and ``pull``: bundles to and from storage."""
     publish = sub.add_parser(
         "publish",
         help="upload a bundle to S3-compatible storage (or a folder), verify it, mark it latest",
@@ -533,6 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--overwrite", action="store_true", help="replace an existing DEST")
     pull.set_defaults(func=cmd_pull)
 
+
+def _add_report_command(sub: Any) -> None:
+    """``monolith report``: an experiment's results as one HTML page."""
     report = sub.add_parser(
         "report",
         help="write an experiment's report: one self-contained HTML page",
@@ -548,7 +562,6 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", help="HTML file to write (default <results>/report.html)")
     report.add_argument("--config", help="YAML config whose storage section to use (s3://)")
     report.set_defaults(func=cmd_report)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

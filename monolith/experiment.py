@@ -10,6 +10,9 @@
 
 ``<storage>`` is a local folder or an ``s3://bucket/prefix`` URI. Trials never prepare data:
 each Train worker reads its own shard of ``prepared/`` straight from the storage.
+
+``prepared_for`` is the same for one run outside an experiment (``monolith train``): the
+dataset a config trains on, prepared once into a cache keyed by its data.
 """
 
 from __future__ import annotations
@@ -140,3 +143,26 @@ def prepare_for_experiment(
     # Written last: its presence means the dataset above is complete.
     storage.write_json(key_uri, {**fingerprint, "prepared": target}, store)
     return target
+
+
+def prepared_for(
+    cfg: MonolithConfig, cache_root: Path, settings: StorageSettings | None = None
+) -> str:
+    """The prepared dataset for ``cfg.data``: the source itself, or a cached preparation.
+
+    The cache key covers the data config and the source files' locations, sizes and versions
+    (mtime, or ETag on S3), so a changed file or setting prepares afresh and an unchanged one
+    is prepared once.
+    """
+    from monolith.data.prepare import prepare_dataset
+    from monolith.data.prepared import is_prepared_dataset
+
+    if is_prepared_dataset(cfg.data.source, settings):
+        return cfg.data.source
+    key = data_fingerprint(cfg, settings)["key"]
+    target = cache_root / key[:16]
+    if is_prepared_dataset(target):
+        log.info("using cached prepared dataset %s", target)
+    else:
+        prepare_dataset(cfg.data, target, settings=settings, global_batch=cfg.train.batch_size)
+    return str(target)
