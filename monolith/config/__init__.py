@@ -38,9 +38,7 @@ from monolith.config.jobs import (
 )
 from monolith.config.objectives import (
     DEFAULT_PROBES,
-    FIXED_OBJECTIVES,
     OBJECTIVES,
-    PROBE_NAME,
     PROBE_NAMES_HELP,
     PROBE_OBJECTIVE_SUFFIXES,
     Objective,
@@ -65,10 +63,8 @@ __all__ = [
     "AUGMENTATIONS",
     "DEFAULT_PROBES",
     "EXTRA_HYPERPARAMETERS",
-    "FIXED_OBJECTIVES",
     "MULTI_OBJECTIVE_STOPPING",
     "OBJECTIVES",
-    "PROBE_NAME",
     "PROBE_NAMES_HELP",
     "PROBE_OBJECTIVE_SUFFIXES",
     "SCALERS",

@@ -6,13 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from monolith.config.checks import (
-    check_choice,
-    check_float,
-    check_horizons,
-    check_int,
-    fail,
-)
+from monolith.config.checks import check_choice, check_float, check_horizons, check_int, fail
 from monolith.config.objectives import (
     DEFAULT_PROBES,
     FIXED_OBJECTIVES,
@@ -29,6 +23,18 @@ from monolith.errors import ConfigError
 AUGMENTATIONS = ("jitter", "scaling", "time_masking")
 SCALERS = ("standard", "robust", "minmax")
 ADJUSTMENTS = ("auto", "none")
+
+
+def _check_augmentation(where: str, key: str, value: str) -> None:
+    """One augmentation name, or several joined with "+" (composed in order)."""
+    for part in str(value).split("+"):
+        if part not in AUGMENTATIONS:
+            raise fail(
+                where,
+                key,
+                value,
+                f"allowed values {list(AUGMENTATIONS)} or several joined with '+'",
+            )
 
 
 @dataclass
@@ -221,15 +227,7 @@ class TrainConfig:
         check_float(
             where, "contrastive_temperature", self.contrastive_temperature, 0.0, 10.0, lo_open=True
         )
-        parts = str(self.augmentation_type).split("+")
-        for part in parts:
-            if part not in AUGMENTATIONS:
-                raise fail(
-                    where,
-                    "augmentation_type",
-                    self.augmentation_type,
-                    f"allowed values {list(AUGMENTATIONS)} or several joined with '+'",
-                )
+        _check_augmentation(where, "augmentation_type", self.augmentation_type)
         check_float(where, "reconstruction_weight", self.reconstruction_weight, 0.0, 100.0)
         check_int(where, "early_stopping_patience", self.early_stopping_patience, 0, 10_000)
         check_int(where, "seed", self.seed, 0)
@@ -262,14 +260,7 @@ class EvalConfig:
         check_float(
             where, "reference_temperature", self.reference_temperature, 0.0, 10.0, lo_open=True
         )
-        for part in str(self.reference_augmentation).split("+"):
-            if part not in AUGMENTATIONS:
-                raise fail(
-                    where,
-                    "reference_augmentation",
-                    self.reference_augmentation,
-                    f"allowed values {list(AUGMENTATIONS)} or several joined with '+'",
-                )
+        _check_augmentation(where, "reference_augmentation", self.reference_augmentation)
         check_int(where, "reference_batch_size", self.reference_batch_size, 2, 65536)
         check_int(where, "reference_seed", self.reference_seed, 0)
         if self.max_windows is not None:
