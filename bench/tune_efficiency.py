@@ -179,13 +179,10 @@ def child_floor(spec: dict[str, Any]) -> int:
 
     from monolith.config import load_config
     from monolith.tuning import tune_settings
-    from ray_jobs.train_adapter import (
-        JobSpec,
-        Resources,
-        run_trial,
-        start_report_relay,
-        start_reservation_watch,
-    )
+    from ray_jobs.report_relay import start_report_relay
+    from ray_jobs.reservation_watch import start_reservation_watch
+    from ray_jobs.train_adapter import JobSpec, Resources
+    from ray_jobs.trial import run_trial
 
     cfg = load_config(spec["config"])
     s = tune_settings(cfg)

@@ -14,12 +14,16 @@
 ``JobSpec``, bound to the worker function. Tune trials, the final job and the benchmarks all
 go through ``launch``; every ``ray.train.report`` is in this module, and it imports nothing of
 the platform but the library ``monolith`` (lazily: a process that only launches runs never
-loads TensorFlow).
+loads TensorFlow). Every use of Ray's private API is in one section below, each with why.
+
+Beside it, each on its own: the actors runs share (``ray_jobs.report_relay``,
+``ray_jobs.reservation_watch``), a Tune trial's driver (``ray_jobs.trial``) and a final
+run's checkpoints (``ray_jobs.run_checkpoints``). The worker side and the benchmarks' tasks
+stay here: they report to Ray Train, and every report is in this module.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
@@ -44,10 +48,6 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 import ray  # noqa: E402
 import ray.train  # noqa: E402
 from ray.train.backend import Backend, BackendConfig  # noqa: E402
-from ray.train.v2._internal.execution.callback import (  # noqa: E402
-    ControllerCallback,
-    WorkerGroupCallback,
-)
 from ray.train.v2.api.callback import UserCallback  # noqa: E402
 
 if TYPE_CHECKING:
@@ -171,13 +171,22 @@ class TensorflowWorkers(BackendConfig):
         return _TensorflowWorkersBackend
 
 
-# ---- launching ---------------------------------------------------------------------------
+# ---- Ray's private API: every use of it, here --------------------------------------------
+# Ray Train V2 has no public hook for what these do; a Ray upgrade that moves them breaks here
+# and only here. The controller's and worker group's callback bases are internal (Train V2
+# exports only ``UserCallback``, which sees reports, not the worker group's start and end).
+from ray.train.v2._internal.execution.callback import (  # noqa: E402
+    ControllerCallback,
+    WorkerGroupCallback,
+)
 
 
 @functools.cache
 def _trainer_class() -> type:
     """Built on first use: a worker, which imports this module for ``worker_loop``, never
     loads the trainer's modules (Ray Data among them)."""
+    # Internal: the default callbacks' classes, and the hook that lists them
+    # (``_create_default_callbacks``): the only way to leave the two helper actors below out.
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
     from ray.train.v2._internal.callbacks.placement_group_callback import (
         PlacementGroupCleanerCallback,
@@ -211,80 +220,6 @@ def _trainer_class() -> type:
     return Trainer
 
 
-def start_reservation_watch(interval_s: float = 0.5) -> Any:
-    """One actor that frees the worker reservations of every run it is given (through
-    ``Resources.reservation_watch``) whose Train controller dies without freeing them.
-
-    Tune ends a trial by ending its driver process, and with it the Train controller it owns,
-    often while the run is still shutting down (ASHA stops a trial at its last epoch too). Ray
-    keeps a placement group that a dead actor of a live job created, so without a watch its
-    CPUs stay reserved and the next trial waits for them. It lives as long as its owner (the
-    Tune driver) and checks each watched controller every ``interval_s`` seconds.
-    """
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return (
-        ray.remote(num_cpus=0)(_ReservationWatch)
-        .options(scheduling_strategy=here)
-        .remote(interval_s)
-    )
-
-
-class _ReservationWatch:
-    """The actor of ``start_reservation_watch``."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self.watched: dict[str, tuple[Any, Any]] = {}  # controller id -> (handle, group)
-        self.freed = 0
-        self._lock = threading.Lock()
-        threading.Thread(target=self._run, name="reservation-watch", daemon=True).start()
-
-    def watch(self, controller: Any, group: Any) -> None:
-        with self._lock:
-            self.watched[controller._actor_id.hex()] = (controller, group)
-
-    def forget(self, controller_id: str) -> None:
-        with self._lock:
-            self.watched.pop(controller_id, None)
-
-    def status(self) -> dict[str, int]:
-        with self._lock:
-            return {"watched": len(self.watched), "freed": self.freed}
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.interval_s)
-            with self._lock:
-                watched = list(self.watched.items())
-            for controller_id, (controller, group) in watched:
-                try:
-                    self._check(controller_id, controller, group)
-                except Exception as exc:  # one bad look must not end the watch
-                    log.warning("reservation watch: %s", exc)
-
-    def _check(self, controller_id: str, controller: Any, group: Any) -> None:
-        from ray.exceptions import GetTimeoutError, RayActorError
-        from ray.util.placement_group import remove_placement_group
-
-        try:
-            ray.get(controller.__ray_ready__.remote(), timeout=10)
-            return
-        except GetTimeoutError:
-            return  # busy, not gone
-        except RayActorError:
-            pass
-        with self._lock:
-            self.watched.pop(controller_id, None)
-        if ray.util.placement_group_table(group).get("state") == "REMOVED":
-            return  # Train freed it on its way out
-        remove_placement_group(group)
-        log.info("freed the reservation of a run whose controller ended")
-        with self._lock:
-            self.freed += 1
-
-
 class _WatchReservation(ControllerCallback, WorkerGroupCallback):
     """Train callback (runs in the run's controller): hands each worker group's reservation
     to a ``start_reservation_watch()`` actor, and takes it back before Train frees it."""
@@ -293,54 +228,28 @@ class _WatchReservation(ControllerCallback, WorkerGroupCallback):
         self.watch = watch
 
     def after_worker_group_start(self, worker_group: Any) -> None:
+        # The worker group's reservation: internal state, with no public accessor.
         state = worker_group.get_worker_group_state()
-        controller = ray.get_runtime_context().current_actor
-        self.watch.watch.remote(controller, state.placement_group_handle.placement_group)
+        context = ray.get_runtime_context()
+        self.watch.watch.remote(
+            context.current_actor,
+            state.placement_group_handle.placement_group,
+            context.get_actor_id(),
+        )
 
     def before_worker_group_shutdown(self, worker_group: Any) -> None:
         self.watch.forget.remote(ray.get_runtime_context().get_actor_id())
 
 
-def start_report_relay() -> Any:
-    """One actor that carries the metrics of every run's reports from the run's Train
-    controller to the process that launched it (a Tune trial driver, the final job), each run
-    on a channel of its own.
-
-    Ray's ``TuneReportCallback`` does this with a queue actor per trial, which is a Ray worker
-    process of its own to start every trial (~0.75 CPU s each on the 2-core reference
-    machine); this one lives as long as its owner (the Tune driver, the final job).
-    """
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return ray.remote(num_cpus=0)(_ReportRelay).options(scheduling_strategy=here).remote()
+def experiment_stopper(tuner: Any) -> Any:
+    """The stopper a Tune experiment runs with. A restored Tuner runs with the one pickled
+    with the experiment, not one its caller built, and only the Tuner's internal
+    ``_local_tuner`` holds it (the public Tuner has no accessor for its run config)."""
+    local = getattr(tuner, "_local_tuner", None)
+    return local.get_run_config().stop if local is not None else None
 
 
-class _ReportRelay:
-    """The actor of ``start_report_relay`` (asyncio: a waiting ``get`` holds up no ``put``)."""
-
-    def __init__(self) -> None:
-        self.channels: dict[str, asyncio.Queue] = {}
-
-    def _channel(self, run: str) -> asyncio.Queue:
-        return self.channels.setdefault(run, asyncio.Queue())
-
-    async def put(self, run: str, item: Any) -> None:
-        self._channel(run).put_nowait(item)
-
-    async def get(self, run: str, timeout_s: float) -> tuple[bool, Any]:
-        """``(True, item)``, the run's next item in the order put; ``(False, None)`` when
-        none came within ``timeout_s``."""
-        try:
-            return True, await asyncio.wait_for(self._channel(run).get(), timeout_s)
-        except TimeoutError:
-            return False, None
-
-    async def close(self, run: str) -> None:
-        self.channels.pop(run, None)
-
-    async def open_channels(self) -> int:
-        return len(self.channels)
+# ---- launching ---------------------------------------------------------------------------
 
 
 class _RelayReports(UserCallback):
@@ -415,12 +324,13 @@ def launch(
     A run named like an earlier one continues from its last checkpoint (Ray Train restores
     it for the workers). ``progress`` is called here, in the caller's thread, with rank 0's
     metrics of every report, in order; they come from the run's controller through
-    ``relay`` (a ``start_report_relay()`` handle shared by many runs; None starts one for
-    this run).
+    ``relay`` (a ``ray_jobs.report_relay.start_report_relay()`` handle, which many runs may
+    share).
     """
     if progress is None:
         return build_trainer(spec, resources, place, hyperparameters).fit()
-    relay = relay or start_report_relay()
+    if relay is None:
+        raise ValueError("launch: progress needs a relay (ray_jobs.report_relay)")
     channel = f"{place.name}/{uuid.uuid4().hex}"
     trainer = build_trainer(
         spec,
@@ -462,71 +372,6 @@ def launch(
 
 
 _RUN_OVER = "monolith-run-over"  # a launcher's end-of-run marker on its run's channel
-
-
-def run_trial(hyperparameters: dict[str, Any], static: dict[str, Any]) -> None:
-    """One Tune trial: a run of ``hyperparameters`` over ``static["resources"]``' workers.
-
-    The run is named after the trial, so a restarted trial (driver failure or ``--resume``)
-    finds its earlier checkpoints and continues from the latest. It lives here, not beside
-    the search in ``ray_jobs.tune``: every trial driver imports the module of its function,
-    and that one's (Optuna, the storage clients) cost each trial ~0.2 s of CPU for nothing.
-
-    ``static``: ``spec`` (a JobSpec), ``resources``, ``train_storage`` (the runs' root) and
-    ``relay`` (the experiment's ``start_report_relay()``) that brings each report to Tune.
-    """
-    from ray import tune
-
-    place = RunPlace(f"trial-{tune.get_context().get_trial_id()}", static["train_storage"])
-    launch(
-        static["spec"],
-        static["resources"],
-        place,
-        hyperparameters,
-        progress=tune.report,
-        relay=static.get("relay"),
-    )
-
-
-def completed_bundle(place: RunPlace, storage: Mapping[str, Any]) -> str | None:
-    """The bundle a final run already reported (its last checkpoint), or None.
-
-    A final run's last checkpoint is the bundle, not a trainer state: a re-run of the same
-    run id (its publish failed, or was lost) takes it from here instead of resuming.
-    """
-    from monolith.filesystems import arrow_filesystem
-    from monolith.storage import StorageSettings
-    from monolith.uri import parse_uri
-
-    location = parse_uri(place.storage, "run storage").join(place.name)
-    fs, root = arrow_filesystem(location, StorageSettings.from_mapping(storage))
-    import pyarrow.fs as pafs
-
-    try:
-        entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    except OSError:
-        return None
-    checkpoints = sorted(
-        (e.base_name for e in entries if e.type == pafs.FileType.Directory),
-        reverse=True,
-    )
-    for name in checkpoints:
-        manifest = f"{root}/{name}/{BUNDLE_DIR}/manifest.json"
-        if name.startswith("checkpoint_") and fs.get_file_info(manifest).type == pafs.FileType.File:
-            return str(location.join(name, BUNDLE_DIR))
-    return None
-
-
-def forget_run(place: RunPlace, storage: Mapping[str, Any]) -> None:
-    """Remove a run's checkpoints, so its next launch starts afresh."""
-    from monolith.filesystems import arrow_filesystem
-    from monolith.storage import StorageSettings
-    from monolith.uri import parse_uri
-
-    location = parse_uri(place.storage, "run storage").join(place.name)
-    fs, root = arrow_filesystem(location, StorageSettings.from_mapping(storage))
-    with contextlib.suppress(FileNotFoundError):
-        fs.delete_dir(root)
 
 
 # ---- the workers ---------------------------------------------------------------------------

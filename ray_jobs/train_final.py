@@ -239,7 +239,8 @@ def _trained_bundle(p: Plan, place: Any, tmp: Path) -> Path | None:
     from monolith.artifacts import verify_bundle
     from monolith.storage import download_directory
     from ray_jobs.console import say
-    from ray_jobs.train_adapter import BUNDLE_DIR, completed_bundle, forget_run
+    from ray_jobs.run_checkpoints import completed_bundle, forget_run
+    from ray_jobs.train_adapter import BUNDLE_DIR
 
     uri = completed_bundle(place, p.storage)
     if uri is None:
@@ -281,6 +282,7 @@ def _train(p: Plan, args: argparse.Namespace, place: Any, tmp: Path) -> Path:
     from monolith.experiment import LOGS_DIR, prepare_for_experiment
     from ray_jobs.console import say
     from ray_jobs.prepare import RayGroupRunner
+    from ray_jobs.report_relay import start_report_relay
     from ray_jobs.train_adapter import BUNDLE_DIR, FinalSpec, JobSpec, Resources, launch
 
     prepared = p.prepared or prepare_for_experiment(
@@ -305,7 +307,12 @@ def _train(p: Plan, args: argparse.Namespace, place: Any, tmp: Path) -> Path:
     if not args.verbose:
         say(f"  worker logs: {join(p.train_root, LOGS_DIR, p.run_id)}/")
     result = launch(
-        spec, resources, place, p.cfg.hyperparameters(), progress=_epoch_line(p.cfg.train.epochs)
+        spec,
+        resources,
+        place,
+        p.cfg.hyperparameters(),
+        progress=_epoch_line(p.cfg.train.epochs),
+        relay=start_report_relay(),
     )
     if result.checkpoint is None:
         raise MonolithError("the final run ended without a bundle checkpoint")

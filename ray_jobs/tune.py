@@ -23,42 +23,31 @@ Everything the experiment needs is validated before Ray is asked for resources.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
 import math
 import os
-import re
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 # Before Ray is imported: the V2 Train API (the one that runs inside Tune trials), and a
 # frequent experiment snapshot so a killed driver loses at most a few seconds on --resume.
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 
-from monolith.config import MonolithConfig, load_config  # noqa: E402
-from monolith.errors import ConfigError  # noqa: E402
-from monolith.experiment import LOGS_DIR, RESULTS_DIR, TUNE_DIR  # noqa: E402
-from monolith.lineage import git_commit, package_versions  # noqa: E402
-from monolith.search_space import SearchSpace, check_against_config, load_search_space  # noqa: E402
-from monolith.tuning import (  # noqa: E402
-    ALL_FINISHED,
-    Lineage,
-    Objective,
-    TrialRecord,
-    TuneSettings,
-    ended_by_no_improvement,
-    ended_by_time_budget,
-    trials_since_improvement,
-    tune_settings,
-    utc_now,
-    with_epochs,
+from ray.tune.search.optuna import OptunaSearch  # noqa: E402
+
+from monolith.experiment import LOGS_DIR, TUNE_DIR  # noqa: E402
+from monolith.tuning import utc_now  # noqa: E402
+from monolith.uri import join  # noqa: E402
+from ray_jobs.tune_extensions import (  # noqa: E402
+    BestOverEpochsSearch,
+    ExperimentBudget,
+    RunningBest,
 )
-from monolith.uri import is_s3_uri, join, normalise  # noqa: E402
+from ray_jobs.tune_plan import Plan, plan  # noqa: E402
+from ray_jobs.tune_results import apply_budget, finish, records_of  # noqa: E402
+
+__all__ = ["BestOverEpochsSearch", "ExperimentBudget", "Plan", "RunningBest", "plan"]
 
 log = logging.getLogger("ray_jobs.tune")
 
@@ -102,160 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@dataclass
-class Plan:
-    """Everything validated before any cluster resource is requested."""
-
-    cfg: MonolithConfig
-    settings: TuneSettings
-    space: SearchSpace
-    warm_start: dict[str, Any] | None
-    root: str  # <storage>/<name>
-    storage: dict[str, Any]  # the config's storage: section (endpoint, region, ...)
-    objectives: list[Objective]  # primary first; the primary is cfg.eval.objective
-    resume: bool = False
-
-    @property
-    def metric(self) -> str:
-        return self.objectives[0].reported
-
-    @property
-    def mode(self) -> str:
-        return self.objectives[0].mode
-
-    @property
-    def multi_objective(self) -> bool:
-        return len(self.objectives) > 1
-
-    @property
-    def epochs(self) -> int:
-        return self.cfg.train.epochs
-
-
-def _warm_start(settings: TuneSettings, cfg: MonolithConfig, space: SearchSpace):
-    choice = settings.warm_start
-    if choice == "none":
-        return None
-    if choice == "base":
-        point, what = cfg.hyperparameters(), "the base config (tune.warm_start: base)"
-    else:
-        path = Path(choice)
-        if not path.is_file():
-            raise ConfigError(f"tune.warm_start = {choice!r}: file not found")
-        if path.suffix == ".json":
-            flat = json.loads(path.read_text())
-            point = cfg.with_hyperparameters(flat).hyperparameters()
-        else:
-            point = load_config(path).hyperparameters()
-        what = f"warm start {path}"
-    return space.check_point(point, what)
-
-
-def plan(args: argparse.Namespace) -> Plan:
-    cfg = load_config(args.config)
-    if getattr(args, "data_source", None):
-        cfg.data.source = args.data_source
-    settings = tune_settings(
-        cfg,
-        name=args.name,
-        num_samples=args.num_samples,
-        storage=args.storage,
-        search_space=args.search_space,
-    )
-    objectives = settings.objectives_for(cfg)
-    if objectives[0].metric != cfg.eval.objective:
-        # The primary objective is the trials' own: their early stopping and best checkpoint
-        # follow it, and their workers report its running best (what ASHA ranks).
-        cfg = dataclasses.replace(
-            cfg, eval=dataclasses.replace(cfg.eval, objective=objectives[0].metric)
-        )
-    cfg = with_epochs(cfg, settings.epochs(cfg)).validate()
-    reported = cfg.eval.objectives()
-    for i, objective in enumerate(objectives):
-        if objective.metric not in reported:  # a probe not in eval.probes is never reported
-            raise ConfigError(
-                f"tune.objectives[{i}] = {objective.metric!r} is not reported by the trials: "
-                f"its probe is not in eval.probes = {list(cfg.eval.probes)}"
-            )
-    from monolith.storage import check_segment
-
-    check_segment("tune.name (--name)", settings.name)  # a path segment of published bundles
-    space = load_search_space(settings.search_space)
-    check_against_config(space, cfg, settings.num_workers)
-    if "sequence_length" in space.names:
-        longest = max(space.values("sequence_length") or [cfg.data.sequence_length])
-        cfg.data.sequence_length = max(cfg.data.sequence_length, int(longest))
-    warm = _warm_start(settings, cfg, space)
-    storage = dict(cfg.storage)
-    from monolith.storage import StorageSettings
-
-    store = StorageSettings.from_mapping(storage)
-    # One parse of the storage URI (local storage made absolute: trial workers run in their
-    # own working directories); a bad one is an error here, before Ray starts.
-    storage_root = normalise(settings.storage, "tune.storage (--storage)")
-    root = join(storage_root, settings.name)
-    resume = _check_storage(root, storage, args.resume, args.auto_resume)
-    _check_data(cfg, store, _smallest_batch(space, cfg))
-    return Plan(cfg, settings, space, warm, root, storage, objectives, resume)
-
-
-def _check_storage(root: str, storage: dict, resume: bool, auto_resume: bool) -> bool:
-    """Storage is reachable, and the experiment exists exactly when resuming; returns
-    whether to resume."""
-    tune_dir = join(root, TUNE_DIR)
-    if is_s3_uri(root):
-        from monolith import storage as s3
-
-        settings = s3.StorageSettings.from_mapping(storage)
-        s3.check_access(root, settings)
-        bucket, key = s3.parse_s3_uri(tune_dir)
-        listed = s3.s3_client(settings).list_objects_v2(
-            Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1
-        )
-        exists = bool(listed.get("KeyCount"))
-    else:
-        exists = Path(tune_dir).exists()
-    if auto_resume:
-        return exists
-    if resume and not exists:
-        raise ConfigError(f"--resume: no experiment to resume at {tune_dir}")
-    if exists and not resume:
-        raise ConfigError(
-            f"experiment {root} already exists: pass --resume to continue it, or choose a new "
-            "--name"
-        )
-    return resume
-
-
-def _check_data(cfg: MonolithConfig, store: Any, batch: int) -> None:
-    """The data source names data we can reach (bucket, credentials, matching files), and
-    prepares into at least one global batch of the smallest ``batch`` per split."""
-    from monolith.data.precheck import check_can_train
-
-    check_can_train(cfg.data, batch, store)
-
-
-def _smallest_batch(space: Any, cfg: MonolithConfig) -> int:
-    """The smallest global batch a trial can draw (the search space's, else the config's)."""
-    if "batch_size" not in space.names:
-        return cfg.train.batch_size
-    values = space.values("batch_size")
-    return int(min(values) if values else space.distributions["batch_size"].low)
-
-
 # ---- the trial driver ------------------------------------------------------------------
 
 
 def _trainable(p: Plan, prepared: str, verbose: bool):
     from ray import tune
 
-    from ray_jobs.train_adapter import (
-        JobSpec,
-        Resources,
-        run_trial,
-        start_report_relay,
-        start_reservation_watch,
-    )
+    from ray_jobs.report_relay import start_report_relay
+    from ray_jobs.reservation_watch import start_reservation_watch
+    from ray_jobs.train_adapter import JobSpec, Resources
+    from ray_jobs.trial import run_trial
 
     s = p.settings
     static = {
@@ -287,140 +132,6 @@ def _trainable(p: Plan, prepared: str, verbose: bool):
 
 
 # ---- the search: objectives, stopping, budgets --------------------------------------------
-# Tune's extension points are classes to subclass, so Ray is imported here at module level
-# (the library never imports it; this module is the job's Ray side).
-from ray.tune import Callback  # noqa: E402
-from ray.tune.search.optuna import OptunaSearch  # noqa: E402
-from ray.tune.stopper import Stopper, TimeoutStopper  # noqa: E402
-
-
-class RunningBest(Callback):
-    """Adds ``best_<metric>``, the running best over the trial's reports, for each objective
-    its workers do not report (they report only their ``eval.objective``'s, the primary's).
-
-    Listed before the loggers: result.json, the searcher and the console see it. Stateless:
-    the previous best rides in the trial's last result, which Tune keeps across --resume.
-    """
-
-    def __init__(self, objectives: list[Objective]) -> None:
-        self.objectives = list(objectives)
-
-    def on_trial_result(
-        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
-    ) -> None:
-        previous = getattr(trial, "last_result", None) or {}
-        for o in self.objectives:
-            if o.reported not in result:
-                result[o.reported] = _better(result.get(o.metric), previous.get(o.reported), o.mode)
-
-
-def _better(a: Any, b: Any, mode: str) -> float:
-    finite = [float(v) for v in (a, b) if isinstance(v, int | float) and math.isfinite(v)]
-    if not finite:
-        return math.nan
-    return min(finite) if mode == "min" else max(finite)
-
-
-class BestOverEpochsSearch(OptunaSearch):
-    """OptunaSearch over several objectives, told each one's best over the trial's epochs.
-
-    Its metrics are the per-epoch names (``val_ref_ntxent``, ...): Tune checks every report
-    for a searcher's metrics before callbacks run, and only the primary's ``best_`` value
-    comes from the workers (``RunningBest`` adds the others'). When a trial ends, each
-    objective is read from the trial's ``best_<metric>`` instead of its last epoch.
-    """
-
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        if result:
-            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-            best = {m: result[f"best_{m}"] for m in metrics if f"best_{m}" in result}
-            result = {**result, **best}
-        super().on_trial_complete(trial_id, result=result, error=error)
-
-
-class ExperimentBudget(Stopper, Callback):
-    """Ends the whole experiment when a budget is spent: ``tune.time_budget_s`` (Ray's
-    TimeoutStopper, what ``TuneConfig(time_budget_s=...)`` builds) or
-    ``tune.stop_after_no_improvement`` finished trials in a row without a better primary
-    objective. Trials still running are stopped (their reports so far are kept), those not
-    started never start, and the results are written from what finished.
-
-    One object is the experiment's stopper and one of its callbacks: it sees trials finish,
-    in order, and knows which trials the end cut (``was_cut``) and why (``ended_by``).
-    """
-
-    def __init__(
-        self, primary: Objective, time_budget_s: float | None, no_improvement: int | None
-    ) -> None:
-        self.primary = primary
-        self.time_budget_s = time_budget_s
-        self.no_improvement = no_improvement
-        self._timeout = TimeoutStopper(time_budget_s) if time_budget_s else None
-        self.finished: list[float] = []  # each finished trial's primary objective, in order
-        self.ended_by: str | None = None
-        self.started: set[str] = set()
-        self.done: set[str] = set()  # trials that ended on their own (or by ASHA) first
-
-    # -- Stopper: per-trial stopping is ASHA's; this one stops everything or nothing --------
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        if self.ended_by is None:
-            if self._timeout is not None and self._timeout.stop_all():
-                self.ended_by = ended_by_time_budget(self.time_budget_s)
-            elif (
-                self.no_improvement
-                and trials_since_improvement(self.finished, self.primary.mode)
-                >= self.no_improvement
-            ):
-                self.ended_by = ended_by_no_improvement(self.no_improvement)
-            if self.ended_by is not None:
-                log.info("ending the experiment: %s", self.ended_by)
-        return self.ended_by is not None
-
-    # -- Callback ------------------------------------------------------------------------
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.started.add(trial.trial_id)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if self.ended_by is not None:
-            return  # stopped (or never started) by the end: ``was_cut``
-        self.done.add(trial.trial_id)
-        last = getattr(trial, "last_result", None) or {}
-        value = last.get(self.primary.reported, math.nan)
-        self.finished.append(float(value) if isinstance(value, int | float) else math.nan)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if self.ended_by is None:
-            self.done.add(trial.trial_id)
-            self.finished.append(math.nan)  # a failed trial did not improve the best
-
-    def was_cut(self, trial_id: str) -> bool:
-        """Whether the end stopped this trial (or kept it from starting): every trial that
-        had not ended before it. Not only those whose completion Tune reports after the end:
-        it does not always report one it stops there (seen here: a trial whose first report
-        arrived as the time budget ran out)."""
-        return self.ended_by is not None and trial_id not in self.done
-
-    # Kept with the experiment's snapshots: a --resume counts on from the trials before it
-    # (the time budget starts afresh, as Ray's own does).
-    def get_state(self) -> dict | None:
-        return {"finished": list(self.finished), "done": sorted(self.done)}
-
-    def set_state(self, state: dict) -> None:
-        self.finished = list(state.get("finished", []))
-        self.done = set(state.get("done", []))
-
-
-def _budget_of(tuner: Any) -> ExperimentBudget | None:
-    """The budget the experiment ran with: a restored Tuner runs with the one pickled with
-    the experiment, not one built here."""
-    local = getattr(tuner, "_local_tuner", None)
-    stop = local.get_run_config().stop if local is not None else None
-    return stop if isinstance(stop, ExperimentBudget) else None
 
 
 def _searcher(p: Plan):
@@ -520,88 +231,6 @@ def _tuner(p: Plan, prepared: str, resume: bool, verbose: bool):
     )
 
 
-def _records(results) -> list[TrialRecord]:
-    """Plain per-trial rows from Tune's ResultGrid (trial 1 = the first created)."""
-    records = []
-    order = {}
-    for result in results:
-        # Trial folders are named run_trial_<id>_<creation counter>_<params>_<date>.
-        match = re.match(r"^\w+?_([0-9a-f]{8})_(\d+)_", Path(result.path).name)
-        if match:
-            order[match.group(1)] = int(match.group(2))
-        frame = result.metrics_dataframe
-        history = [] if frame is None else frame.to_dict("records")
-        trial_id = (result.metrics or {}).get("trial_id") or (
-            match.group(1) if match else Path(result.path).name
-        )
-        params = dict(result.config or {})
-        status = "ERROR" if result.error else ("TERMINATED" if history else "PENDING")
-        wall = history[-1].get("time_total_s") if history else None
-        records.append(
-            TrialRecord(
-                trial_id=str(trial_id),
-                number=0,
-                params=params,
-                history=history,
-                status=status,
-                error=None if result.error is None else str(result.error).splitlines()[0][:300],
-                wall_seconds=wall,
-            )
-        )
-    for record in records:
-        record.number = order.get(record.trial_id, 0)
-    records.sort(key=lambda r: (r.number, r.trial_id))
-    return records
-
-
-def _publish_results(p: Plan, local_dir: Path) -> str:
-    target = join(p.root, RESULTS_DIR)
-    if is_s3_uri(target):
-        from monolith import storage as s3
-
-        s3.upload_directory(local_dir, target, s3.StorageSettings.from_mapping(p.storage))
-    return target
-
-
-# ---- lineage: what produced the results ---------------------------------------------------
-def _data_fingerprint(p: Plan) -> str | None:
-    """prepared.json's key (the data config and source files the dataset was prepared
-    from); None when it cannot be read: lineage never fails a finished experiment."""
-    from monolith import storage
-    from monolith.experiment import PREPARED_KEY_FILE
-
-    try:
-        key = storage.read_json(
-            join(p.root, PREPARED_KEY_FILE), storage.StorageSettings.from_mapping(p.storage)
-        ).get("key")
-    except Exception as exc:  # noqa: BLE001 - any failure is "not recorded"
-        log.warning("lineage: cannot read the data fingerprint: %s", exc)
-        return None
-    return str(key) if key else None
-
-
-def _search_space_document(p: Plan) -> dict[str, Any] | str:
-    import yaml
-
-    try:
-        return yaml.safe_load(Path(p.settings.search_space).read_text())
-    except (OSError, yaml.YAMLError):
-        return p.space.to_dict()
-
-
-def _lineage(p: Plan, prepared: str, started_at: str) -> Lineage:
-    return Lineage(
-        experiment=p.settings.name,
-        config=p.cfg.to_dict(),
-        search_space=_search_space_document(p),
-        git_commit=git_commit(),
-        data_fingerprint=_data_fingerprint(p),
-        prepared=prepared,
-        versions=package_versions(),
-        started_at=started_at,
-    )
-
-
 def _describe_search(p: Plan) -> str:
     s = p.settings
     objectives = ", ".join(f"{o.metric} ({o.mode})" for o in p.objectives)
@@ -618,26 +247,43 @@ def _describe_search(p: Plan) -> str:
     return f"{what} {objectives}; {stopping}" + (f"; {', '.join(budgets)}" if budgets else "")
 
 
+# ---- the job -----------------------------------------------------------------------------
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     started_at = utc_now()
-    from ray_jobs.console import quiet, say
+    from ray_jobs._ray import ReservationJanitor
+    from ray_jobs.console import quiet
+    from ray_jobs.train_adapter import experiment_stopper
 
     quiet(args.verbose)
     p = plan(args)  # everything validated: only now ask Ray for resources
-    from ray_jobs._ray import (
-        ReservationJanitor,
-        check_capacity,
-        connect,
-        release_orphaned_reservations,
-    )
+    _start_ray(p, args.verbose)
+    prepared = _prepare_data(p, args.verbose)
+    tuner = _tuner(p, prepared, p.resume, args.verbose)
+    with ReservationJanitor():
+        results = tuner.fit()
+    records = records_of(results)
+    # The budget the experiment ran with: a restored Tuner runs with the one pickled with
+    # the experiment, not one built here.
+    budget = experiment_stopper(tuner)
+    budget = budget if isinstance(budget, ExperimentBudget) else None
+    ended_by = apply_budget(records, budget, p.settings.num_samples)
+    return finish(p, records, ended_by, prepared, started_at, started)
+
+
+def _start_ray(p: Plan, verbose: bool) -> None:
+    """Join (or start) the cluster, check it fits a trial, and say what the experiment is."""
+    from ray_jobs._ray import check_capacity, connect, release_orphaned_reservations
+    from ray_jobs.console import say
 
     need = p.settings.trial_needs()
     # A local cluster gets enough logical CPUs for its concurrent trials even on a 2-core
     # laptop (their drivers mostly wait: a share of a CPU each on top of the workers').
     where = connect(
         local_cpus=max(os.cpu_count() or 1, math.ceil(p.settings.concurrent_cpus())),
-        log_to_driver=args.verbose,
+        log_to_driver=verbose,
     )
     release_orphaned_reservations()
     if p.settings.check_capacity:
@@ -650,11 +296,14 @@ def run(args: argparse.Namespace) -> int:
         f"each, {s.max_concurrent_trials} at a time\n  {_describe_search(p)}"
     )
 
+
+def _prepare_data(p: Plan, verbose: bool) -> str:
+    """The experiment's prepared dataset (prepared once, on the cluster); says what it holds."""
     from monolith.data.prepared import read_metadata
     from monolith.data.readiness import prepare_summary
     from monolith.experiment import prepare_for_experiment
     from monolith.storage import StorageSettings
-    from monolith.tuning import write_results
+    from ray_jobs.console import say
     from ray_jobs.prepare import RayGroupRunner
 
     # The per-symbol preparation runs as Ray actors over the cluster, not in this driver.
@@ -665,88 +314,11 @@ def run(args: argparse.Namespace) -> int:
     meta = read_metadata(prepared, StorageSettings.from_mapping(p.storage))
     for line in prepare_summary(meta, limit=5):
         say(f"    {line}")
-    if not args.verbose:
+    if not verbose:
         say(
             f"  worker logs: {join(p.root, LOGS_DIR)}/trial-<id>/; every report: {join(p.root, TUNE_DIR)}/*/result.json"
         )
-    tuner = _tuner(p, prepared, p.resume, args.verbose)
-    with ReservationJanitor():
-        results = tuner.fit()
-    records = _records(results)
-    budget = _budget_of(tuner)
-    ended_by = (budget.ended_by if budget else None) or ALL_FINISHED
-    cut = {r.trial_id for r in records if budget is not None and budget.was_cut(r.trial_id)}
-    if budget and not cut and len(records) >= s.num_samples:
-        ended_by = ALL_FINISHED  # the budget ran out with the last trial: it cut nothing
-    for record in records:
-        record.stopped_by_budget = record.trial_id in cut
-        if record.stopped_by_budget and record.trial_id in budget.started and not record.history:
-            record.status = "TERMINATED"  # started, cut before its first report
-    lineage = _lineage(p, prepared, started_at)
-    lineage.finished_at = utc_now()
-    local_results = (
-        Path(join(p.root, RESULTS_DIR))
-        if not is_s3_uri(p.root)
-        else Path("runs") / "experiments-results" / p.settings.name
-    )
-    try:
-        summary = write_results(
-            local_results,
-            records,
-            p.cfg,
-            p.space.distributions,
-            p.objectives,
-            p.epochs,
-            study_name=p.settings.name,
-            ended_by=ended_by,
-            planned=s.num_samples,
-            lineage=lineage,
-        )
-        report = _report(local_results)
-    finally:
-        # Whatever was written (trials.csv, history.csv, ...) is published, even when no
-        # trial had a finite objective to choose from.
-        target = _publish_results(p, local_results)
-    say()
-    say((local_results / "summary.txt").read_text().rstrip())
-    values = ", ".join(f"{m} = {v:.4f}" for m, v in summary["best_values"].items())
-    if p.multi_objective:
-        say(
-            f"\nPareto front: trials {summary['pareto_front']}; chosen trial "
-            f"{summary['best_trial']} ({summary['best_trial_id']}), the closest to the ideal "
-            f"point after min-max normalising each objective over the front: {values}"
-        )
-    else:
-        say(
-            f"\nbest trial {summary['best_trial']} ({summary['best_trial_id']}): {p.metric} = {summary['best_objective']:.4f}"
-        )
-    say(f"stop reasons {summary['stop_reasons']}; the experiment ended: {ended_by}")
-    say(
-        f"results -> {target} (best_config.json, trials.csv, pareto.csv, history.csv, "
-        "lineage.json, optuna.db, summary.json)"
-    )
-    if report is not None:
-        say(f"report: {report.resolve()} (open it in a browser; offline)")
-    say(f"tensorboard --logdir {join(p.root, TUNE_DIR)}")
-    say(f"optuna-dashboard sqlite:///{(local_results / 'optuna.db').resolve()}")
-    say(f"wall time {time.perf_counter() - started:.1f} s")
-    errors = [r for r in records if r.status == "ERROR"]
-    if errors and len(errors) == len(records):
-        print(f"error: every trial failed; first: {errors[0].error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _report(results: Path) -> Path | None:
-    """results/report.html; a report that cannot be built costs a warning, not the results."""
-    from monolith.report import build_report
-
-    try:
-        return build_report(results)
-    except Exception as exc:  # noqa: BLE001 - the experiment's results stand without it
-        log.warning("the experiment report was not built: %s", exc)
-        print(f"warning: the experiment report was not built: {exc}", file=sys.stderr)
-        return None
+    return prepared
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,8 +92,8 @@ connect(local_cpus=2, log_to_driver=False)
 import ray
 from ray import tune
 from monolith.config import load_config
-from ray_jobs.train_adapter import (JobSpec, Resources, RunPlace, build_trainer, launch,
-                                   start_report_relay)
+from ray_jobs.report_relay import start_report_relay
+from ray_jobs.train_adapter import JobSpec, Resources, RunPlace, build_trainer, launch
 
 def trial(config):  # a Tune trial driver, as ray_jobs.train_adapter.run_trial is
     cfg = load_config(config["config"])
@@ -218,8 +218,8 @@ import ray
 from ray.train.v2.api.callback import UserCallback
 from ray.util.state import list_actors
 from monolith.config import load_config
-from ray_jobs.train_adapter import (JobSpec, Resources, RunPlace, build_trainer,
-                                    start_reservation_watch)
+from ray_jobs.reservation_watch import start_reservation_watch
+from ray_jobs.train_adapter import JobSpec, Resources, RunPlace, build_trainer
 
 class Hold(UserCallback):  # in the controller: the run keeps its workers until it is killed
     def after_report(self, run_context, metrics, checkpoint):
