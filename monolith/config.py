@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from monolith.data.calendars import check_calendar
+from monolith.calendar_names import check_calendar
 from monolith.errors import ConfigError
 
 AUGMENTATIONS = ("jitter", "scaling", "time_masking")
