@@ -77,7 +77,7 @@ class Encoder:
     """A verified bundle's encoder and the pipeline that feeds it."""
 
     def __init__(self, folder: Path, label: str, keep: Any = None) -> None:
-        from monolith.artifacts import MODEL_CONFIG_FILE, load_bundle_model, verify_bundle
+        from monolith.bundle import MODEL_CONFIG_FILE, load_bundle_model, verify_bundle
         from monolith.data.prepared import DRIFT_REFERENCE, METADATA_FILE, SCALERS_JSON
 
         self.folder, self.label = folder, label
@@ -105,14 +105,14 @@ class Encoder:
     def load(cls, where: str | Path, settings: StorageSettings | None = None) -> Encoder:
         """A bundle folder, a published ``s3://…/<experiment>/<run_id>``, or a ``…/latest``
         pointer (local or S3): verified file by file, the model loaded with safe_mode=True."""
-        from monolith.storage import pull_bundle
+        from monolith.bundle import LATEST_FILE, MANIFEST_FILE, pull_bundle
         from monolith.uri import is_s3_uri
 
         text = str(where)
         path = Path(text)
-        if not is_s3_uri(text) and path.is_dir() and (path / "manifest.json").is_file():
+        if not is_s3_uri(text) and path.is_dir() and (path / MANIFEST_FILE).is_file():
             return cls(path, text)
-        if not is_s3_uri(text) and path.name not in ("latest", "latest.json"):
+        if not is_s3_uri(text) and path.name not in ("latest", LATEST_FILE):
             raise BundleError(f"{text}: no bundle there (expected a folder with manifest.json)")
         keep = tempfile.TemporaryDirectory(prefix="monolith-encoder-")
         local = pull_bundle(text, Path(keep.name) / "bundle", settings)

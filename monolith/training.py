@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monolith.artifacts import write_bundle
+from monolith.bundle import BEST_CONFIG_FILE, write_bundle
 from monolith.config import MonolithConfig
 from monolith.data.windows import WHOLE, Shard, WindowSource
 from monolith.errors import DataError
@@ -246,7 +246,7 @@ def write_final_bundle(
         prepared,
         output,
         extra_json={
-            "best_config.json": best,
+            BEST_CONFIG_FILE: best,
             FINGERPRINT_FILE: {
                 "test_windows": FINGERPRINT_WINDOWS,
                 **fingerprint,
