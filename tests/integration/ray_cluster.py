@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 RAY = str(BIN / "ray")
 JOB_EXCLUDES = [".venv", ".venv-k8s", ".git", "runs", "*.egg-info", "__pycache__", ".pytest_cache"]
