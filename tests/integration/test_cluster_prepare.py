@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from ray_cluster import LocalRayCluster
 
 from monolith.config import DataConfig, SyntheticConfig
 from monolith.data.prepare import prepare_dataset
@@ -58,16 +57,6 @@ def _comparable(meta: dict) -> dict:
     out.pop("timings")
     out.pop("created_utc")
     return out
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = LocalRayCluster(head_cpus=1, worker_cpus=2)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
 
 
 def test_cluster_preparation_equals_single_process(cluster, tmp_path: Path) -> None:

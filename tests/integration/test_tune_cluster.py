@@ -76,16 +76,6 @@ def reports(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = LocalRayCluster(head_cpus=1, worker_cpus=2)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
-
-
 def test_submission_without_the_token_is_refused(cluster: LocalRayCluster, tmp_path) -> None:
     entry = ["python", "-c", "print('should never run')"]
     missing = cluster.submit(entry, token=None, timeout=120)
