@@ -16,7 +16,7 @@ from monolith.errors import ConfigError
 from monolith.experiment import TUNE_DIR
 from monolith.search_space import SearchSpace, check_against_config, load_search_space
 from monolith.tuning import Objective, TuneSettings, tune_settings, with_epochs
-from monolith.uri import is_s3_uri, join, normalise
+from monolith.uri import is_s3_uri, join, normalise, parse_s3_uri
 
 
 @dataclass
@@ -94,7 +94,7 @@ def plan(args: argparse.Namespace) -> Plan:
                 f"tune.objectives[{i}] = {objective.metric!r} is not reported by the trials: "
                 f"its probe is not in eval.probes = {list(cfg.eval.probes)}"
             )
-    from monolith.storage import check_segment
+    from monolith.bundle.schema import check_segment
 
     check_segment("tune.name (--name)", settings.name)  # a path segment of published bundles
     space = load_search_space(settings.search_space)
@@ -125,7 +125,7 @@ def _check_storage(root: str, storage: dict, resume: bool, auto_resume: bool) ->
 
         settings = s3.StorageSettings.from_mapping(storage)
         s3.check_access(root, settings)
-        bucket, key = s3.parse_s3_uri(tune_dir)
+        bucket, key = parse_s3_uri(tune_dir)
         listed = s3.s3_client(settings).list_objects_v2(
             Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1
         )

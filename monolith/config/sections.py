@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from monolith.calendar_names import check_calendar
 from monolith.config.checks import check_choice, check_float, check_horizons, check_int, fail
 from monolith.config.objectives import (
     DEFAULT_PROBES,
@@ -17,7 +18,6 @@ from monolith.config.objectives import (
     objective_probe,
     probe_kind,
 )
-from monolith.data.calendars import check_calendar
 from monolith.errors import ConfigError
 
 AUGMENTATIONS = ("jitter", "scaling", "time_masking")

@@ -66,6 +66,7 @@ from monolith.data.layouts import (
 from monolith.data.sources import SourceFile, read_source, resolve_sources
 from monolith.errors import DataError
 from monolith.storage import StorageSettings
+from monolith.uri import is_s3_uri
 
 logger = logging.getLogger(__name__)
 
@@ -362,7 +363,7 @@ def _parquet_file(file: SourceFile, settings: StorageSettings | None) -> pq.Parq
     if file.size == 0:
         raise DataError(f"{file}: is empty (0 bytes)")
     try:
-        if file.uri.startswith("s3://"):
+        if is_s3_uri(file.uri):
             from monolith.filesystems import arrow_filesystem
 
             fs, path = arrow_filesystem(file.uri, settings)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from monolith.bundle.schema import BEST_CONFIG_FILE
 from monolith.config import MonolithConfig, Objective
 from monolith.errors import ConfigError
 from monolith.tuning.budgets import ALL_FINISHED
@@ -89,7 +90,7 @@ def write_results(
     best = choice.chosen
     _write_csv(directory / "pareto.csv", pareto_table(records, objectives, choice))
     _write_text(
-        directory / "best_config.json",
+        directory / BEST_CONFIG_FILE,
         json.dumps(best_config(base, best), indent=2, sort_keys=True),
     )
     summary.update(
