@@ -35,7 +35,7 @@ from urllib.parse import unquote
 
 from monolith.errors import DataError
 from monolith.storage import StorageSettings
-from monolith.uri import Location, parse_uri
+from monolith.uri import Location, is_s3_uri, parse_uri
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ def _resolve_s3(
 
 def read_source(file: SourceFile, settings: StorageSettings | None = None) -> tuple[bytes, str]:
     """The file's data bytes (decompressed) and the SHA-256 of the bytes as published."""
-    if file.uri.startswith("s3://"):
+    if is_s3_uri(file.uri):
         from monolith import storage
 
         raw: bytes | bytearray = storage.read_object(file.uri, settings)
