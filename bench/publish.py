@@ -42,7 +42,7 @@ BUCKET = "bench"
 
 def synthetic_bundle(folder: Path, size_mb: int) -> Path:
     """A bundle that ``verify_bundle`` accepts, its model file ``size_mb`` MiB of random bytes."""
-    from monolith.artifacts import MANIFEST_FILE, MODEL_FILE, REQUIRED_FILES, sha256_file
+    from monolith.bundle import MANIFEST_FILE, MODEL_FILE, REQUIRED_FILES, sha256_file
 
     folder.mkdir(parents=True)
     for name in REQUIRED_FILES:
@@ -66,7 +66,8 @@ def _empty(client, prefix: str) -> None:
 def run(args: argparse.Namespace) -> dict:
     import boto3
 
-    from monolith.storage import StorageSettings, publish_bundle, s3_client
+    from monolith.bundle import publish_bundle
+    from monolith.storage import StorageSettings, s3_client
     from tests.s3_server import S3Server
 
     server = S3Server().start()
@@ -133,6 +134,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("monolith.storage").setLevel(logging.WARNING)
+    logging.getLogger("monolith.bundle").setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)
 
     r = run(args)

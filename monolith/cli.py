@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from monolith._atomic import atomic_file
 from monolith.config import MonolithConfig, load_config
 from monolith.errors import ConfigError, MonolithError
 
@@ -61,18 +61,11 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".parquet", ".pq", ".csv"):
         raise ConfigError(f"--output {out}: expected a .parquet or .csv file name")
     frame = generate_synthetic(cfg)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_file(out) as tmp:
         if out.suffix.lower() == ".csv":
             frame.to_csv(tmp, index=False)
         else:
             frame.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     log.info(
         "wrote %s rows (%d symbols x %d, seed %d) to %s",
         f"{len(frame):,}",
@@ -185,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     if _is_published(args.bundle):
-        from monolith.storage import pull_bundle
+        from monolith.bundle import pull_bundle
 
         # A remote bundle (or a ``latest`` pointer) is pulled and verified in a temporary folder.
         with tempfile.TemporaryDirectory(prefix="monolith-inspect-") as tmp:
@@ -195,7 +188,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _inspect(bundle: str | Path, label: str) -> int:
-    from monolith.artifacts import load_bundle_model, verify_bundle
+    from monolith.bundle import load_bundle_model, verify_bundle
 
     manifest = verify_bundle(bundle)
     model = load_bundle_model(bundle, verify=False)
@@ -314,8 +307,8 @@ def _storage_settings(args: argparse.Namespace) -> StorageSettings:
 
 def _is_published(where: str) -> bool:
     """An s3:// URI, or a ``<root>/<experiment>/latest`` pointer rather than a bundle folder."""
-    from monolith.artifacts import MANIFEST_FILE
-    from monolith.storage import LATEST_FILE, is_s3_uri
+    from monolith.bundle.schema import LATEST_FILE, MANIFEST_FILE
+    from monolith.uri import is_s3_uri
 
     path = Path(where)
     latest = path.name in ("latest", LATEST_FILE) and not (path / MANIFEST_FILE).is_file()
@@ -323,7 +316,7 @@ def _is_published(where: str) -> bool:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from monolith.storage import publish_bundle
+    from monolith.bundle import publish_bundle
 
     uri = publish_bundle(
         args.bundle,
@@ -339,7 +332,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from monolith.storage import promote_bundle
+    from monolith.bundle import promote_bundle
 
     uri = promote_bundle(args.dest, args.experiment, args.run_id, _storage_settings(args))
     print(f"promoted {uri}: {args.dest}/{args.experiment}/latest.json now points at it (verified)")
@@ -347,8 +340,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from monolith.artifacts import read_manifest
-    from monolith.storage import pull_bundle
+    from monolith.bundle import pull_bundle, read_manifest
 
     dest = pull_bundle(args.uri, args.dest, _storage_settings(args), overwrite=args.overwrite)
     files = len(read_manifest(dest)["files"]) + 1

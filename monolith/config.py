@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from monolith.data.calendars import check_calendar
+from monolith.calendar_names import check_calendar
 from monolith.errors import ConfigError
 
 AUGMENTATIONS = ("jitter", "scaling", "time_masking")
@@ -125,41 +125,41 @@ EXTRA_HYPERPARAMETERS = {
 }
 
 
-def _fail(where: str, key: str, value: Any, allowed: str) -> ConfigError:
+def fail(where: str, key: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"{where}.{key} = {value!r} is invalid: {allowed}")
 
 
-def _check_int(where: str, key: str, value: Any, lo: int, hi: int | None = None) -> None:
+def check_int(where: str, key: str, value: Any, lo: int, hi: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(where, key, value, "expected an integer")
+        raise fail(where, key, value, "expected an integer")
     if value < lo or (hi is not None and value > hi):
         rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise _fail(where, key, value, f"allowed range {rng}")
+        raise fail(where, key, value, f"allowed range {rng}")
 
 
-def _check_float(
+def check_float(
     where: str, key: str, value: Any, lo: float, hi: float, *, lo_open: bool = False
 ) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _fail(where, key, value, "expected a finite number")
+        raise fail(where, key, value, "expected a finite number")
     if value < lo or value > hi or (lo_open and value == lo):
         left = "(" if lo_open else "["
-        raise _fail(where, key, value, f"allowed range {left}{lo}, {hi}]")
+        raise fail(where, key, value, f"allowed range {left}{lo}, {hi}]")
 
 
 def _check_horizons(where: str, key: str, value: Any) -> None:
     if not isinstance(value, (list, tuple)):
-        raise _fail(where, key, value, "expected a list of horizons in bars, e.g. [1, 24]")
+        raise fail(where, key, value, "expected a list of horizons in bars, e.g. [1, 24]")
     for horizon in value:
         if isinstance(horizon, bool) or not isinstance(horizon, int) or not 1 <= horizon <= 1000:
-            raise _fail(where, key, value, "each horizon an integer in [1, 1000]")
+            raise fail(where, key, value, "each horizon an integer in [1, 1000]")
     if len(set(value)) != len(value):
-        raise _fail(where, key, value, "a horizon is listed twice")
+        raise fail(where, key, value, "a horizon is listed twice")
 
 
-def _check_choice(where: str, key: str, value: Any, choices: tuple[str, ...]) -> None:
+def check_choice(where: str, key: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise _fail(where, key, value, f"allowed values {list(choices)}")
+        raise fail(where, key, value, f"allowed values {list(choices)}")
 
 
 ADJUSTMENTS = ("auto", "none")
@@ -177,11 +177,11 @@ class SyntheticConfig:
     interval: str = "1h"
 
     def validate(self, where: str = "data.synthetic") -> None:
-        _check_int(where, "symbols", self.symbols, 1, 1000)
-        _check_int(where, "rows_per_symbol", self.rows_per_symbol, 100)
-        _check_int(where, "seed", self.seed, 0)
-        _check_int(where, "embedding_dim", self.embedding_dim, 0, 4096)
-        _check_int(where, "mcp_features", self.mcp_features, 0, 1000)
+        check_int(where, "symbols", self.symbols, 1, 1000)
+        check_int(where, "rows_per_symbol", self.rows_per_symbol, 100)
+        check_int(where, "seed", self.seed, 0)
+        check_int(where, "embedding_dim", self.embedding_dim, 0, 4096)
+        check_int(where, "mcp_features", self.mcp_features, 0, 1000)
 
 
 @dataclass
@@ -227,40 +227,40 @@ class DataConfig:
 
     def validate(self, where: str = "data") -> None:
         if not isinstance(self.source, str) or not self.source:
-            raise _fail(where, "source", self.source, "'synthetic', a path/glob or s3:// URI")
+            raise fail(where, "source", self.source, "'synthetic', a path/glob or s3:// URI")
         if self.source != "synthetic":
             from monolith.uri import parse_uri
 
             parse_uri(self.source, f"{where}.source")
         self.synthetic.validate(f"{where}.synthetic")
-        _check_int(where, "sequence_length", self.sequence_length, 1, 4096)
-        _check_int(where, "label_horizon", self.label_horizon, 1, 1000)
+        check_int(where, "sequence_length", self.sequence_length, 1, 4096)
+        check_int(where, "label_horizon", self.label_horizon, 1, 1000)
         for key in ("direction_horizons", "volatility_horizons"):
             _check_horizons(where, key, getattr(self, key))
-        _check_float(where, "val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
-        _check_float(where, "test_fraction", self.test_fraction, 0.0, 0.5, lo_open=True)
+        check_float(where, "val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
+        check_float(where, "test_fraction", self.test_fraction, 0.0, 0.5, lo_open=True)
         if self.val_fraction + self.test_fraction >= 0.8:
-            raise _fail(
+            raise fail(
                 where,
                 "val_fraction + test_fraction",
                 self.val_fraction + self.test_fraction,
                 "must be < 0.8 so that training keeps most rows",
             )
-        _check_int(where, "gap_tolerance_bars", self.gap_tolerance_bars, 0, 10_000)
+        check_int(where, "gap_tolerance_bars", self.gap_tolerance_bars, 0, 10_000)
         check_calendar(f"{where}.calendar", self.calendar)
         if not isinstance(self.calendars, dict):
-            raise _fail(where, "calendars", self.calendars, "a mapping {SYMBOL: CALENDAR}")
+            raise fail(where, "calendars", self.calendars, "a mapping {SYMBOL: CALENDAR}")
         for symbol, code in self.calendars.items():
             check_calendar(f"{where}.calendars[{symbol!r}]", code)
-        _check_choice(where, "adjust", self.adjust, ADJUSTMENTS)
-        _check_choice(where, "scaler", self.scaler, SCALERS)
-        _check_int(where, "hmm_states", self.hmm_states, 2, 10)
-        _check_int(where, "hmm_seed", self.hmm_seed, 0)
+        check_choice(where, "adjust", self.adjust, ADJUSTMENTS)
+        check_choice(where, "scaler", self.scaler, SCALERS)
+        check_int(where, "hmm_states", self.hmm_states, 2, 10)
+        check_int(where, "hmm_seed", self.hmm_seed, 0)
         if self.hmm_fit_max_rows is not None:
-            _check_int(where, "hmm_fit_max_rows", self.hmm_fit_max_rows, 1000)
-        _check_float(where, "bad_tick_range_multiple", self.bad_tick_range_multiple, 2.0, 1e6)
-        _check_float(where, "atr_sl_multiple", self.atr_sl_multiple, 0.0, 100.0, lo_open=True)
-        _check_float(where, "atr_tp_multiple", self.atr_tp_multiple, 0.0, 100.0, lo_open=True)
+            check_int(where, "hmm_fit_max_rows", self.hmm_fit_max_rows, 1000)
+        check_float(where, "bad_tick_range_multiple", self.bad_tick_range_multiple, 2.0, 1e6)
+        check_float(where, "atr_sl_multiple", self.atr_sl_multiple, 0.0, 100.0, lo_open=True)
+        check_float(where, "atr_tp_multiple", self.atr_tp_multiple, 0.0, 100.0, lo_open=True)
 
     def calendar_of(self, symbol: str) -> tuple[str, str]:
         """(calendar, the setting that chose it) for one symbol; synthetic bars never close."""
@@ -307,18 +307,18 @@ class ModelConfig:
     instrument_embedding_dim: int = 8
 
     def validate(self, where: str = "model") -> None:
-        _check_int(where, "dense_units", self.dense_units, 1, 4096)
-        _check_int(where, "lstm_units", self.lstm_units, 1, 4096)
-        _check_int(where, "transformer_blocks", self.transformer_blocks, 0, 32)
-        _check_int(where, "transformer_heads", self.transformer_heads, 1, 64)
-        _check_int(where, "transformer_ff_dim_factor", self.transformer_ff_dim_factor, 1, 16)
+        check_int(where, "dense_units", self.dense_units, 1, 4096)
+        check_int(where, "lstm_units", self.lstm_units, 1, 4096)
+        check_int(where, "transformer_blocks", self.transformer_blocks, 0, 32)
+        check_int(where, "transformer_heads", self.transformer_heads, 1, 64)
+        check_int(where, "transformer_ff_dim_factor", self.transformer_ff_dim_factor, 1, 16)
         if not isinstance(self.use_batch_norm, bool):
-            raise _fail(where, "use_batch_norm", self.use_batch_norm, "expected true or false")
-        _check_float(where, "dropout_rate", self.dropout_rate, 0.0, 0.9)
-        _check_float(where, "l2_reg", self.l2_reg, 0.0, 1.0)
-        _check_int(where, "latent_dim", self.latent_dim, 1, 4096)
-        _check_int(where, "projection_dim", self.projection_dim, 1, 4096)
-        _check_int(where, "instrument_embedding_dim", self.instrument_embedding_dim, 1, 512)
+            raise fail(where, "use_batch_norm", self.use_batch_norm, "expected true or false")
+        check_float(where, "dropout_rate", self.dropout_rate, 0.0, 0.9)
+        check_float(where, "l2_reg", self.l2_reg, 0.0, 1.0)
+        check_int(where, "latent_dim", self.latent_dim, 1, 4096)
+        check_int(where, "projection_dim", self.projection_dim, 1, 4096)
+        check_int(where, "instrument_embedding_dim", self.instrument_embedding_dim, 1, 512)
         if self.transformer_blocks > 0 and self.lstm_units % self.transformer_heads != 0:
             raise ConfigError(
                 f"{where}.transformer_heads = {self.transformer_heads} does not divide the "
@@ -349,26 +349,26 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
 
     def validate(self, where: str = "train") -> None:
-        _check_float(where, "learning_rate", self.learning_rate, 0.0, 1.0, lo_open=True)
-        _check_int(where, "batch_size", self.batch_size, 2, 65536)
-        _check_int(where, "epochs", self.epochs, 1, 100_000)
-        _check_float(
+        check_float(where, "learning_rate", self.learning_rate, 0.0, 1.0, lo_open=True)
+        check_int(where, "batch_size", self.batch_size, 2, 65536)
+        check_int(where, "epochs", self.epochs, 1, 100_000)
+        check_float(
             where, "contrastive_temperature", self.contrastive_temperature, 0.0, 10.0, lo_open=True
         )
         parts = str(self.augmentation_type).split("+")
         for part in parts:
             if part not in AUGMENTATIONS:
-                raise _fail(
+                raise fail(
                     where,
                     "augmentation_type",
                     self.augmentation_type,
                     f"allowed values {list(AUGMENTATIONS)} or several joined with '+'",
                 )
-        _check_float(where, "reconstruction_weight", self.reconstruction_weight, 0.0, 100.0)
-        _check_int(where, "early_stopping_patience", self.early_stopping_patience, 0, 10_000)
-        _check_int(where, "seed", self.seed, 0)
+        check_float(where, "reconstruction_weight", self.reconstruction_weight, 0.0, 100.0)
+        check_int(where, "early_stopping_patience", self.early_stopping_patience, 0, 10_000)
+        check_int(where, "seed", self.seed, 0)
         if self.max_steps_per_epoch is not None:
-            _check_int(where, "max_steps_per_epoch", self.max_steps_per_epoch, 1)
+            check_int(where, "max_steps_per_epoch", self.max_steps_per_epoch, 1)
 
 
 @dataclass
@@ -393,39 +393,39 @@ class EvalConfig:
     probes: list[str] = field(default_factory=lambda: list(DEFAULT_PROBES))
 
     def validate(self, where: str = "eval") -> None:
-        _check_float(
+        check_float(
             where, "reference_temperature", self.reference_temperature, 0.0, 10.0, lo_open=True
         )
         for part in str(self.reference_augmentation).split("+"):
             if part not in AUGMENTATIONS:
-                raise _fail(
+                raise fail(
                     where,
                     "reference_augmentation",
                     self.reference_augmentation,
                     f"allowed values {list(AUGMENTATIONS)} or several joined with '+'",
                 )
-        _check_int(where, "reference_batch_size", self.reference_batch_size, 2, 65536)
-        _check_int(where, "reference_seed", self.reference_seed, 0)
+        check_int(where, "reference_batch_size", self.reference_batch_size, 2, 65536)
+        check_int(where, "reference_seed", self.reference_seed, 0)
         if self.max_windows is not None:
-            _check_int(where, "max_windows", self.max_windows, 10)
+            check_int(where, "max_windows", self.max_windows, 10)
         if self.probe_max_windows is not None:
-            _check_int(where, "probe_max_windows", self.probe_max_windows, 10)
+            check_int(where, "probe_max_windows", self.probe_max_windows, 10)
         if not isinstance(self.probes, (list, tuple)) or not self.probes:
-            raise _fail(
+            raise fail(
                 where, "probes", self.probes, f"a non-empty list of probes; {PROBE_NAMES_HELP}"
             )
         for name in self.probes:
             if not isinstance(name, str) or not _PROBE_NAME.match(name):
-                raise _fail(
+                raise fail(
                     where, "probes", list(self.probes), f"{name!r} is unknown; {PROBE_NAMES_HELP}"
                 )
         repeated = sorted({p for p in self.probes if list(self.probes).count(p) > 1})
         if repeated:
-            raise _fail(where, "probes", list(self.probes), f"{repeated} listed twice")
+            raise fail(where, "probes", list(self.probes), f"{repeated} listed twice")
         if self.objective not in self.objectives():
             probe = objective_probe(self.objective)
             why = f"probe {probe!r} is not configured" if probe is not None else "unknown metric"
-            raise _fail(
+            raise fail(
                 where,
                 "objective",
                 self.objective,
@@ -453,7 +453,7 @@ class EvalConfig:
                     else "volatility_horizons"
                 )
                 horizon = name.rsplit("_h", 1)[-1]
-                raise _fail(
+                raise fail(
                     where,
                     "probes",
                     list(self.probes),
@@ -545,7 +545,7 @@ def _as_bool(name: str, value: Any) -> bool:
     raise ConfigError(f"hyperparameter {name} = {value!r} is invalid: expected true or false")
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def build_section(cls: type, raw: Any, where: str) -> Any:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys by name."""
     if raw is None:
         return cls()
@@ -562,7 +562,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     for key, value in raw.items():
         sub = names[key].type
         if sub in ("SyntheticConfig",):
-            value = _build(SyntheticConfig, value, f"{where}.{key}")
+            value = build_section(SyntheticConfig, value, f"{where}.{key}")
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -582,7 +582,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> MonolithCon
             f"{sorted([*_SECTIONS, *_EXTRA_SECTIONS])}"
         )
     try:
-        parts = {name: _build(cls, raw.get(name), name) for name, cls in _SECTIONS.items()}
+        parts = {name: build_section(cls, raw.get(name), name) for name, cls in _SECTIONS.items()}
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     extra = {k: raw[k] for k in _EXTRA_SECTIONS if k in raw}

@@ -77,7 +77,7 @@ class Encoder:
     """A verified bundle's encoder and the pipeline that feeds it."""
 
     def __init__(self, folder: Path, label: str, keep: Any = None) -> None:
-        from monolith.artifacts import MODEL_CONFIG_FILE, load_bundle_model, verify_bundle
+        from monolith.bundle import MODEL_CONFIG_FILE, load_bundle_model, verify_bundle
         from monolith.data.prepared import DRIFT_REFERENCE, METADATA_FILE, SCALERS_JSON
 
         self.folder, self.label = folder, label
@@ -105,14 +105,14 @@ class Encoder:
     def load(cls, where: str | Path, settings: StorageSettings | None = None) -> Encoder:
         """A bundle folder, a published ``s3://…/<experiment>/<run_id>``, or a ``…/latest``
         pointer (local or S3): verified file by file, the model loaded with safe_mode=True."""
-        from monolith.storage import pull_bundle
+        from monolith.bundle import LATEST_FILE, MANIFEST_FILE, pull_bundle
         from monolith.uri import is_s3_uri
 
         text = str(where)
         path = Path(text)
-        if not is_s3_uri(text) and path.is_dir() and (path / "manifest.json").is_file():
+        if not is_s3_uri(text) and path.is_dir() and (path / MANIFEST_FILE).is_file():
             return cls(path, text)
-        if not is_s3_uri(text) and path.name not in ("latest", "latest.json"):
+        if not is_s3_uri(text) and path.name not in ("latest", LATEST_FILE):
             raise BundleError(f"{text}: no bundle there (expected a folder with manifest.json)")
         keep = tempfile.TemporaryDirectory(prefix="monolith-encoder-")
         local = pull_bundle(text, Path(keep.name) / "bundle", settings)
@@ -202,22 +202,7 @@ class Encoder:
         from monolith.data.splits import symbol_blocks
 
         report = EmbedReport(cleaning=cleaning)
-        known = [s for s in frame["symbol"].unique() if str(s) in self.instruments]
-        strangers = sorted(
-            str(s) for s in frame["symbol"].unique() if str(s) not in self.instruments
-        )
-        if strangers and unknown == "error":
-            raise DataError(
-                f"symbol(s) {strangers} are not among the {len(self.instruments)} the encoder "
-                f"{self.label} was trained on ({sorted(self.instruments)[:8]}"
-                f"{' ...' if len(self.instruments) > 8 else ''}): it has no instrument embedding "
-                "or scaler for them; leave them out, or pass unknown='skip' (--skip-unknown)"
-            )
-        if strangers:
-            report.skipped_symbols = strangers
-            frame = frame[frame["symbol"].isin(known)].reset_index(drop=True)
-        if frame.empty:
-            raise DataError("no bars of a symbol the encoder knows: nothing to embed")
+        frame = self._known_symbols(frame, unknown, report)
         blocks = symbol_blocks(frame)
         tolerance = int(self.metadata.get("gap_tolerance_bars", 0))
         # Each symbol's calendar as recorded at training (a bundle from before calendars:
@@ -250,24 +235,7 @@ class Encoder:
             change = np.r_[True, seg[1:] != seg[:-1]]
             idx = np.arange(stop - start)
             ends = idx[idx - np.maximum.accumulate(np.where(change, idx, 0)) + 1 >= L]
-            report.symbols[symbol] = {
-                "rows": int(stop - start),
-                "windows": int(len(ends)),
-                "rows_without_window": int(stop - start - len(ends)),
-                "segments": int(seg[-1]) + 1 if len(seg) else 0,
-                "gaps": calendars[symbol].gaps,
-                "closures_spanned": calendars[symbol].closures,
-                "bars_outside_calendar": calendars[symbol].bars_outside_sessions,
-            }
-            if calendars[symbol].bars_outside_sessions:
-                log.warning(
-                    "%s: %d new bar(s) fall outside its recorded calendar %s (a session or "
-                    "hours it did not trade at training): embedded, but check the data or "
-                    "the calendar",
-                    symbol,
-                    calendars[symbol].bars_outside_sessions,
-                    calendars[symbol].calendar,
-                )
+            report.symbols[symbol] = _symbol_report(symbol, seg, len(ends), calendars[symbol])
             if len(ends) == 0:
                 continue
             parts.append(self._windows(symbol, rows, scaled, ends, batch_size))
@@ -281,6 +249,28 @@ class Encoder:
                 "gap-free bars of a symbol after its warm-up"
             )
         return pd.concat(parts, ignore_index=True)
+
+    def _known_symbols(
+        self, frame: pd.DataFrame, unknown: str, report: EmbedReport
+    ) -> pd.DataFrame:
+        """The bars of the symbols the encoder was trained on; others refused or skipped."""
+        known = [s for s in frame["symbol"].unique() if str(s) in self.instruments]
+        strangers = sorted(
+            str(s) for s in frame["symbol"].unique() if str(s) not in self.instruments
+        )
+        if strangers and unknown == "error":
+            raise DataError(
+                f"symbol(s) {strangers} are not among the {len(self.instruments)} the encoder "
+                f"{self.label} was trained on ({sorted(self.instruments)[:8]}"
+                f"{' ...' if len(self.instruments) > 8 else ''}): it has no instrument embedding "
+                "or scaler for them; leave them out, or pass unknown='skip' (--skip-unknown)"
+            )
+        if strangers:
+            report.skipped_symbols = strangers
+            frame = frame[frame["symbol"].isin(known)].reset_index(drop=True)
+        if frame.empty:
+            raise DataError("no bars of a symbol the encoder knows: nothing to embed")
+        return frame
 
     def _scaled(self, symbol: str, values: np.ndarray) -> np.ndarray:
         params = self.scalers["symbols"][symbol]
@@ -406,4 +396,25 @@ def drift_report(reference: np.ndarray, new: np.ndarray, features: list[str]) ->
         "rows": {"reference": int(len(reference)), "new": int(len(new))},
         "method": f"PSI over the reference's {PSI_BINS} quantile bins; Kolmogorov-Smirnov",
         "features": per_feature,
+    }
+
+
+def _symbol_report(symbol: str, segment: np.ndarray, windows: int, calendar: Any) -> dict:
+    """One symbol's line of the embed report; bars outside its recorded calendar warned of."""
+    if calendar.bars_outside_sessions:
+        log.warning(
+            "%s: %d new bar(s) fall outside its recorded calendar %s (a session or hours it "
+            "did not trade at training): embedded, but check the data or the calendar",
+            symbol,
+            calendar.bars_outside_sessions,
+            calendar.calendar,
+        )
+    return {
+        "rows": len(segment),
+        "windows": windows,
+        "rows_without_window": len(segment) - windows,
+        "segments": int(segment[-1]) + 1 if len(segment) else 0,
+        "gaps": calendar.gaps,
+        "closures_spanned": calendar.closures,
+        "bars_outside_calendar": calendar.bars_outside_sessions,
     }

@@ -7,8 +7,8 @@ with ``eval.reference_augmentation`` from a fixed seed, in chunks of
 once per ``Evaluator`` and reused every epoch. A run of several workers shares the work out
 (view chunks by windows, the probes to one worker) and adds the shares up: the same numbers.
 
-Probes measure what the frozen latent knows. ``eval.probes`` names them; there are three kinds
-(``monolith.config.probe_kind``):
+Probes measure what the frozen latent knows (``monolith.probes`` fits and scores them).
+``eval.probes`` names them; there are three kinds (``monolith.config.probe_kind``):
 
 - classification: ``regime`` (the causal HMM state at the window's last bar), ``direction``
   (close ``data.label_horizon`` bars later above the last close) and ``direction_h<H>`` (the
@@ -45,40 +45,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
-from scipy.stats import rankdata
-from sklearn.dummy import DummyClassifier
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import balanced_accuracy_score
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from monolith.config import EvalConfig, InputSpec, ModelConfig, objective_probe, probe_kind
 from monolith.contrastive.augment import make_views
 from monolith.contrastive.loss import alignment, nt_xent_loss, uniformity
+from monolith.contrastive.trainer import AddUp, ArrayData, ContrastiveTrainer
 from monolith.errors import ConfigError, DataError
 from monolith.model.build import build_monolith
+from monolith.probes import fit_probe, raw_features, retrieval_score, score_probe
 
 logger = logging.getLogger(__name__)
 
-ArrayData = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
 FORWARD_BATCH = 1024
-# A probe is a measurement, not a model to ship: a loose tolerance and few iterations keep it
-# well under a second for 20k windows while ranking encoders the same way.
-PROBE_MAX_ITER = 100
-PROBE_TOL = 1e-3
-# Ridge penalty on the standardised latent: enough to keep collinear latent units stable,
-# small against thousands of windows, so the probe stays a (near) least-squares read-out.
-RIDGE_ALPHA = 1.0
-# Volatility is regressed in logs; a flat path (zero volatility) is floored here first.
-VOLATILITY_FLOOR = 1e-8
 
 
 def forward(
@@ -120,86 +105,6 @@ def _compiled(model: keras.Model) -> Any:
     return _FORWARDS[model]
 
 
-def raw_features(technical: np.ndarray) -> np.ndarray:
-    """The raw-feature baseline: each window's last bar and its mean over time, [N, 2F]."""
-    return np.concatenate([technical[:, -1, :], technical.mean(axis=1)], axis=1)
-
-
-def fit_probe(kind: str, x: np.ndarray, y: np.ndarray, seed: int) -> Pipeline | DummyClassifier:
-    """A probe fitted on ``(x, y)``: a standardised logistic regression (``classification``;
-    a constant when ``y`` holds one class) or a standardised ridge regression on log ``y``
-    (``regression``)."""
-    x = x.astype(np.float32)
-    if kind == "regression":
-        probe = make_pipeline(StandardScaler(), Ridge(alpha=RIDGE_ALPHA))
-        return probe.fit(x, np.log(np.maximum(y.astype(np.float64), VOLATILITY_FLOOR)))
-    if kind != "classification":
-        raise ConfigError(f"no fitted probe of kind {kind!r}; kinds: classification, regression")
-    if len(np.unique(y)) < 2:
-        return DummyClassifier(strategy="most_frequent").fit(x, y)
-    probe = make_pipeline(
-        StandardScaler(),
-        LogisticRegression(max_iter=PROBE_MAX_ITER, tol=PROBE_TOL, random_state=seed),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ConvergenceWarning at the modest max_iter
-        return probe.fit(x, y)
-
-
-def score_probe(
-    kind: str, probe: Pipeline | DummyClassifier, x: np.ndarray, y: np.ndarray
-) -> float:
-    """Balanced accuracy (``classification``) or Spearman rank correlation (``regression``)
-    of a fitted probe's predictions on ``(x, y)``."""
-    predictions = probe.predict(x.astype(np.float32))
-    if kind == "regression":
-        return spearman(predictions, y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a class absent from val
-        return float(balanced_accuracy_score(y, predictions))
-
-
-def probe_score(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    val_x: np.ndarray,
-    val_y: np.ndarray,
-    seed: int,
-    kind: str = "classification",
-) -> float:
-    """A probe of ``kind`` fitted on train, scored on val (see ``fit_probe``/``score_probe``)."""
-    return score_probe(kind, fit_probe(kind, train_x, train_y, seed), val_x, val_y)
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation; 0.0 when either side is constant (nothing is ranked)."""
-    ra, rb = rankdata(a), rankdata(b)
-    if len(ra) < 2 or np.ptp(ra) == 0 or np.ptp(rb) == 0:
-        return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def retrieval_score(first: np.ndarray, second: np.ndarray, chunk: int) -> float:
-    """Fraction of windows whose ``first`` embedding's nearest neighbour among its chunk's
-    ``second`` embeddings is its own (rows pair up). Columns are standardised over both sets;
-    distances are Euclidean; consecutive chunks of ``chunk`` rows (a last chunk of < 2 is
-    dropped), so chance is 1 / chunk."""
-    both = np.concatenate([first, second]).astype(np.float64)
-    both = both.reshape(len(both), -1)
-    scale = both.std(axis=0)
-    both = (both - both.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
-    a, b = both[: len(first)], both[len(first) :]
-    hits, total = 0, 0
-    for start in range(0, len(a), chunk):
-        x, y = a[start : start + chunk], b[start : start + chunk]
-        if len(x) < 2:
-            continue
-        distance = (y**2).sum(axis=1)[None, :] - 2.0 * x @ y.T  # + |x|^2, the same per row
-        hits += int(np.count_nonzero(distance.argmin(axis=1) == np.arange(len(x))))
-        total += len(x)
-    return hits / max(total, 1)
-
-
 def even_sample(n: int, cap: int | None) -> np.ndarray:
     """Indices of at most ``cap`` windows spread evenly over ``n`` (all when cap is None)."""
     if cap is None or n <= cap:
@@ -213,6 +118,19 @@ def _take(data: ArrayData, index: np.ndarray) -> ArrayData:
         {k: v[index] for k, v in features.items()},
         {k: v[index] for k, v in targets.items()},
     )
+
+
+def _probe_samples(
+    val_data: ArrayData, probe_data: ArrayData | None, cap: int | None
+) -> tuple[ArrayData, ArrayData]:
+    """The windows the probes are fitted on and scored on, at most ``cap`` of each, spread
+    evenly; without ``probe_data``, the two halves of the validation sample."""
+    val_probe = _take(val_data, even_sample(len(val_data[0]["technical_input"]), cap))
+    if probe_data is None:
+        half = len(val_probe[0]["technical_input"]) // 2
+        return _take(val_probe, np.arange(half)), _take(val_probe, np.arange(half, 2 * half))
+    n_fit = len(probe_data[0]["technical_input"])
+    return _take(probe_data, even_sample(n_fit, cap)), val_probe
 
 
 # The figures an evaluation sums over the run's workers, per view set: the chunk-weighted sums
@@ -309,28 +227,36 @@ class Evaluator:
         self.seed = eval_cfg.reference_seed
 
         # The probe samples and their targets: cheap, checked on every worker alike.
-        val_probe = _take(val_data, even_sample(len(technical), eval_cfg.probe_max_windows))
-        if probe_data is None:
-            half = len(val_probe[0]["technical_input"]) // 2
-            probe_fit = _take(val_probe, np.arange(half))
-            val_probe = _take(val_probe, np.arange(half, 2 * half))
-        else:
-            n_fit = len(probe_data[0]["technical_input"])
-            probe_fit = _take(probe_data, even_sample(n_fit, eval_cfg.probe_max_windows))
-        self.probe_fit, self.probe_val = probe_fit, val_probe
+        self.probe_fit, self.probe_val = _probe_samples(
+            val_data, probe_data, eval_cfg.probe_max_windows
+        )
         self.labels = {
-            name: (_labelled(probe_fit, name, kind, "fit"), _labelled(val_probe, name, kind, "val"))
+            name: (
+                _labelled(self.probe_fit, name, kind, "fit"),
+                _labelled(self.probe_val, name, kind, "val"),
+            )
             for name, kind in self.probes.items()
             if kind != "retrieval"
         }
+        self._share_work(technical, {"reference": (eval_cfg.reference_augmentation, self.seed),
+                                     "train": (train_augmentation, train_seed)})  # fmt: skip
+        started = time.perf_counter()
+        self.baselines: dict[str, dict[str, float]] = {"random": {}, "raw": {}}
+        if self.labels and worker == self.probes_at or self.knn_here:
+            random_model = build_monolith(model_cfg, spec, seed=eval_cfg.reference_seed)
+            with _untrained(model, random_model) as runner:
+                self._baselines(runner, self.probe_fit, self.probe_val)
+            logger.info(
+                "probe baselines %s in %.1fs", self.baselines, time.perf_counter() - started
+            )
 
-        # The split of the work, then this worker's views and baselines only.
+    def _share_work(self, technical: np.ndarray, seeds: dict[str, tuple[str, int]]) -> None:
+        """The split of the work over the workers (``split_work``), then this worker's view
+        chunks, drawn from ``seeds``: per view set, its augmentation and seed."""
         self.chunk_sizes = {
-            "reference": eval_cfg.reference_batch_size,
+            "reference": self.eval_cfg.reference_batch_size,
             "train": self.train_batch_size,
         }
-        seeds = {"reference": (eval_cfg.reference_augmentation, eval_cfg.reference_seed),
-                 "train": (train_augmentation, train_seed)}  # fmt: skip
         n = len(technical)
         chunks = [
             (name, i, min(size, n - start))
@@ -338,12 +264,14 @@ class Evaluator:
             for i, start in enumerate(range(0, n, size))
         ]
         knn = "knn_views" in self.probes
-        probe_cost = len(probe_fit[0]["technical_input"]) + len(val_probe[0]["technical_input"])
+        probe_cost = sum(
+            len(data[0]["technical_input"]) for data in (self.probe_fit, self.probe_val)
+        )
         self.probes_at, owner = split_work(
-            chunks, probe_cost if self.labels else 0, workers, ("reference",) if knn else ()
+            chunks, probe_cost if self.labels else 0, self.workers, ("reference",) if knn else ()
         )
         self.chunks = {
-            name: [i for (set_name, i), w in owner.items() if set_name == name and w == worker]
+            name: [i for (set_name, i), w in owner.items() if set_name == name and w == self.worker]
             for name in self.chunk_sizes
         }
         self.views = {
@@ -351,15 +279,10 @@ class Evaluator:
             for name, size in self.chunk_sizes.items()
         }
         self.knn_here = knn and bool(self.chunks["reference"])
-        started = time.perf_counter()
-        self.baselines: dict[str, dict[str, float]] = {"random": {}, "raw": {}}
-        if self.labels and worker == self.probes_at or self.knn_here:
-            random_model = build_monolith(model_cfg, spec, seed=eval_cfg.reference_seed)
-            with _untrained(model, random_model) as runner:
-                self._baselines(runner, probe_fit, val_probe)
-            logger.info(
-                "probe baselines %s in %.1fs", self.baselines, time.perf_counter() - started
-            )
+
+    def __call__(self, model: keras.Model, add_up: AddUp | None = None) -> dict[str, float]:
+        """``evaluate_epoch`` of ``model``: what the trainer calls every epoch."""
+        return evaluate_epoch(model, self, add_up)
 
     def _baselines(
         self, random_model: keras.Model, probe_fit: ArrayData, val_probe: ArrayData
@@ -537,10 +460,35 @@ def _labelled(data: ArrayData, name: str, kind: str, sample: str) -> tuple[np.nd
     return rows, y[rows]
 
 
+def run_evaluator(
+    trainer: ContrastiveTrainer,
+    val_data: ArrayData,
+    probe_data: ArrayData | None = None,
+    *,
+    shared: bool = True,
+) -> Evaluator:
+    """The ``Evaluator`` of ``trainer``'s run (the trainer's ``evaluation``): the run's own
+    settings score ``val_loss`` and its model runs the untrained baseline. ``shared``: the
+    work is shared out over the trainer's workers; else this worker evaluates it all."""
+    cfg = trainer.train_cfg
+    return Evaluator(
+        trainer.model_cfg,
+        trainer.eval_cfg,
+        trainer.spec,
+        val_data,
+        probe_data,
+        train_temperature=cfg.contrastive_temperature,
+        train_augmentation=cfg.augmentation_type,
+        train_batch_size=cfg.batch_size,
+        train_seed=cfg.seed,
+        worker=trainer.worker if shared else 0,
+        workers=trainer.workers if shared else 1,
+        model=trainer.model,
+    )
+
+
 def evaluate_epoch(
-    model: keras.Model,
-    evaluator: Evaluator,
-    add_up: Callable[[np.ndarray], np.ndarray] | None = None,
+    model: keras.Model, evaluator: Evaluator, add_up: AddUp | None = None
 ) -> dict[str, float]:
     """The end-of-epoch metrics of ``model`` (see ``Evaluator``). An evaluator of several
     workers needs ``add_up``: the element-wise sum of a vector over the run's workers."""

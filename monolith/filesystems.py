@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from monolith.errors import StorageError
-from monolith.storage import StorageSettings, _aws_environment_digest
+from monolith.storage.settings import StorageSettings, aws_environment_digest
 from monolith.uri import Location, parse_uri
 
 _CACHE: dict[tuple[StorageSettings, str], Any] = {}
@@ -25,7 +25,7 @@ _LOCK = threading.Lock()
 def s3_filesystem(settings: StorageSettings | None = None) -> pafs.S3FileSystem:
     """One pyarrow S3 filesystem per settings and AWS_* environment (construction is not free)."""
     settings = settings or StorageSettings()
-    key = (settings, _aws_environment_digest())
+    key = (settings, aws_environment_digest())
     with _LOCK:
         fs = _CACHE.get(key)
         if fs is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monolith.artifacts import write_bundle
+from monolith.bundle import BEST_CONFIG_FILE, write_bundle
 from monolith.config import MonolithConfig
 from monolith.data.windows import WHOLE, Shard, WindowSource
 from monolith.errors import DataError
@@ -86,22 +86,10 @@ def window_source(
 
 def evaluate_split(trainer: Any, source: WindowSource, split: str, probe_data: Any) -> dict:
     """The comparable metrics on ``split`` (e.g. the held-out test split), prefixed by it."""
-    from monolith.evaluate import Evaluator, evaluate_epoch
+    from monolith.evaluate import run_evaluator
 
-    cfg = trainer.train_cfg
-    evaluator = Evaluator(
-        trainer.model_cfg,
-        trainer.eval_cfg,
-        trainer.spec,
-        source.arrays(split),
-        probe_data,
-        train_temperature=cfg.contrastive_temperature,
-        train_augmentation=cfg.augmentation_type,
-        train_batch_size=cfg.batch_size,
-        train_seed=cfg.seed,
-        model=trainer.model,
-    )
-    metrics = evaluate_epoch(trainer.model, evaluator)
+    # Every worker scores the whole split on its own (no collective after training).
+    metrics = run_evaluator(trainer, source.arrays(split), probe_data, shared=False)(trainer.model)
     return {f"{split}_{k.removeprefix('val_')}": v for k, v in metrics.items()}
 
 
@@ -129,6 +117,7 @@ def train_on_prepared(
     for monitoring only). The test split stays held out either way.
     """
     from monolith.contrastive.trainer import ContrastiveTrainer
+    from monolith.evaluate import run_evaluator
 
     source = source or window_source(
         cfg,
@@ -138,7 +127,9 @@ def train_on_prepared(
         train_split=train_split,
         evaluate_test=evaluate_test,
     )
-    trainer = ContrastiveTrainer(cfg.model, cfg.train, cfg.eval, source.spec, strategy=strategy)
+    trainer = ContrastiveTrainer(
+        cfg.model, cfg.train, cfg.eval, source.spec, strategy=strategy, evaluation=run_evaluator
+    )
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "state.json").is_file():
         trainer.restore_checkpoint(checkpoint_dir)
         log.info("resumed from %s at epoch %d", checkpoint_dir, trainer.epoch)
@@ -255,7 +246,7 @@ def write_final_bundle(
         prepared,
         output,
         extra_json={
-            "best_config.json": best,
+            BEST_CONFIG_FILE: best,
             FINGERPRINT_FILE: {
                 "test_windows": FINGERPRINT_WINDOWS,
                 **fingerprint,

@@ -30,7 +30,8 @@ from typing import Any
 
 import pandas as pd
 
-from monolith.config import OBJECTIVES, MonolithConfig, _build
+from monolith.bundle.schema import BEST_CONFIG_FILE
+from monolith.config import OBJECTIVES, MonolithConfig, build_section
 from monolith.errors import ConfigError
 
 # summary.json's ``ended_by`` when no budget cut the experiment short.
@@ -277,7 +278,7 @@ class TuneSettings:
 
 def tune_settings(cfg: MonolithConfig, **overrides: Any) -> TuneSettings:
     """The validated ``tune:`` section of ``cfg`` with command-line overrides applied."""
-    settings = _build(TuneSettings, cfg.extra.get("tune"), "tune")
+    settings = build_section(TuneSettings, cfg.extra.get("tune"), "tune")
     for key, value in overrides.items():
         if value is not None:
             setattr(settings, key, value)
@@ -655,7 +656,7 @@ def write_results(
     best = choice.chosen
     _write_csv(directory / "pareto.csv", pareto_table(records, objectives, choice))
     _write_text(
-        directory / "best_config.json",
+        directory / BEST_CONFIG_FILE,
         json.dumps(best_config(base, best), indent=2, sort_keys=True),
     )
     summary.update(

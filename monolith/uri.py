@@ -54,8 +54,7 @@ class Location:
     def join(self, *parts: str) -> Location:
         if not self.is_s3:
             return Location("", str(Path(self.key, *parts)))
-        key = "/".join(p.strip("/") for p in (self.key, *parts) if p.strip("/"))
-        return Location(self.bucket, key)
+        return Location(self.bucket, join_key(self.key, *parts))
 
     def __str__(self) -> str:
         if not self.is_s3:
@@ -116,6 +115,11 @@ def parse_s3_uri(uri: str, what: str = "location") -> tuple[str, str]:
     if not location.is_s3:
         raise ConfigError(f"{uri!r} is not an s3:// URI (expected s3://bucket/prefix)")
     return location.bucket, location.key
+
+
+def join_key(*parts: str) -> str:
+    """Join object-key parts with one ``/`` each, dropping empty parts and edge slashes."""
+    return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
 
 def join(root: str | Path, *parts: str) -> str:

@@ -94,7 +94,8 @@ def validate(
 ) -> str:
     """Check everything the tune and final jobs will need (the gate's objective and the
     publish destination included); returns the tune storage root."""
-    from monolith.storage import check_access, check_segment
+    from monolith.bundle.schema import check_segment
+    from monolith.storage import check_access
     from monolith.uri import normalise
     from ray_jobs import tune as tune_job
 
@@ -122,6 +123,7 @@ def tune(
     num_samples: int,
 ) -> tuple[str, dict[str, Any], dict[str, float]]:
     """Run the tune job; returns the experiment's URI, best_config and summary metrics."""
+    from monolith.bundle.schema import BEST_CONFIG_FILE
     from monolith.storage import read_json
     from monolith.uri import join
     from ray_jobs.jobs_client import run_job
@@ -134,7 +136,7 @@ def tune(
     run_job(ray_address, entry, working_dir, name="tune")
     root = join(tune_storage, experiment)
     summary = read_json(join(root, "results", "summary.json"), settings)
-    best = read_json(join(root, "results", "best_config.json"), settings)
+    best = read_json(join(root, "results", BEST_CONFIG_FILE), settings)
     metrics = {
         "best_objective": float(summary["best_objective"]),
         "best_trial": float(summary["best_trial"]),
@@ -184,6 +186,7 @@ def final(
 ) -> FinalOutcome:
     """Run the final job (published without touching latest.json); returns where the
     bundle went, its test metrics, and whether the gate's objective passes ``threshold``."""
+    from monolith.bundle.schema import MANIFEST_FILE
     from monolith.filesystems import read_bytes
     from monolith.storage import read_json
     from monolith.uri import join
@@ -204,7 +207,7 @@ def final(
     result = json.loads(line)
     uri = result["uri"]
     metrics = {k: float(v) for k, v in read_json(join(uri, "test_metrics.json"), settings).items()}
-    manifest = read_bytes(join(uri, "manifest.json"), settings)
+    manifest = read_bytes(join(uri, MANIFEST_FILE), settings)
     if name not in metrics:
         raise ConfigError(
             f"gate objective {name!r} is not among the test metrics {sorted(metrics)}"
@@ -217,7 +220,7 @@ def final(
 
 def promote(config: str, working_dir: str, output: str, experiment: str, run_id: str) -> str:
     """Point ``<output>/<experiment>/latest.json`` at the verified run; returns its URI."""
-    from monolith.storage import promote_bundle
+    from monolith.bundle import promote_bundle
     from monolith.uri import normalise
 
     with _inside(working_dir):

@@ -484,6 +484,7 @@ def completed_bundle(place: RunPlace, storage: Mapping[str, Any]) -> str | None:
     A final run's last checkpoint is the bundle, not a trainer state: a re-run of the same
     run id (its publish failed, or was lost) takes it from here instead of resuming.
     """
+    from monolith.bundle.schema import MANIFEST_FILE
     from monolith.filesystems import arrow_filesystem
     from monolith.storage import StorageSettings
     from monolith.uri import parse_uri
@@ -501,7 +502,7 @@ def completed_bundle(place: RunPlace, storage: Mapping[str, Any]) -> str | None:
         reverse=True,
     )
     for name in checkpoints:
-        manifest = f"{root}/{name}/{BUNDLE_DIR}/manifest.json"
+        manifest = f"{root}/{name}/{BUNDLE_DIR}/{MANIFEST_FILE}"
         if name.startswith("checkpoint_") and fs.get_file_info(manifest).type == pafs.FileType.File:
             return str(location.join(name, BUNDLE_DIR))
     return None

@@ -40,7 +40,8 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 # Ray Train hands it from this driver to its controller: poll the workers every 0.25 s, not 2 s.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
-from monolith.config import MonolithConfig, _build, load_config  # noqa: E402
+from monolith.bundle.schema import BEST_CONFIG_FILE, MANIFEST_FILE  # noqa: E402
+from monolith.config import MonolithConfig, build_section, load_config  # noqa: E402
 from monolith.errors import ConfigError, MonolithError, StorageError  # noqa: E402
 from monolith.experiment import PREPARED, PREPARED_KEY_FILE, RESULTS_DIR  # noqa: E402
 from monolith.training import FINGERPRINT_FILE  # noqa: E402
@@ -166,11 +167,11 @@ def plan(args: argparse.Namespace) -> Plan:
     if args.data_source:
         cfg.data.source = args.data_source
     storage = dict(cfg.extra.get("storage") or {})
-    settings = _build(FinalSettings, cfg.extra.get("final"), "final").validate()
+    settings = build_section(FinalSettings, cfg.extra.get("final"), "final").validate()
     prepared = None
     if args.experiment:
         root = normalise(args.experiment, "--experiment")
-        best_uri = join(root, RESULTS_DIR, "best_config.json")
+        best_uri = join(root, RESULTS_DIR, BEST_CONFIG_FILE)
         experiment = args.name or root.rsplit("/", 1)[-1]
         key = _read_optional(join(root, PREPARED_KEY_FILE), storage)
         if key is not None:
@@ -234,16 +235,15 @@ def _read_optional(uri: str, storage: dict) -> dict | None:
 def already_published(p: Plan) -> tuple[str, dict[str, Any]] | None:
     """The bundle URI and its embedding fingerprint when this run id is already published
     and verifies; else None."""
-    from monolith.storage import StorageError as _SE
-    from monolith.storage import pull_bundle
+    from monolith.bundle import pull_bundle
 
     uri = join(p.output, p.experiment, p.run_id)
-    if _read_optional(join(uri, "manifest.json"), p.storage) is None:
+    if _read_optional(join(uri, MANIFEST_FILE), p.storage) is None:
         return None
     with tempfile.TemporaryDirectory(prefix="monolith-verify-") as tmp:
         try:
             pulled = pull_bundle(uri, Path(tmp, "b"), _storage_settings(p.storage))
-        except (_SE, MonolithError):
+        except (StorageError, MonolithError):
             return None
         return uri, _fingerprint(pulled)
 
@@ -276,7 +276,7 @@ def _epoch_line(total: int) -> Any:
 def _trained_bundle(p: Plan, place: Any, tmp: Path) -> Path | None:
     """The bundle an earlier attempt of this run id trained, verified, in ``tmp``; None when
     there is none. One that fails verification is dropped with its run, to train afresh."""
-    from monolith.artifacts import verify_bundle
+    from monolith.bundle import verify_bundle
     from monolith.storage import download_directory
     from ray_jobs.console import say
     from ray_jobs.train_adapter import BUNDLE_DIR, completed_bundle, forget_run
@@ -350,7 +350,7 @@ def _train(p: Plan, args: argparse.Namespace, place: Any, tmp: Path) -> Path:
     if result.checkpoint is None:
         raise MonolithError("the final run ended without a bundle checkpoint")
     local = Path(result.checkpoint.to_directory(str(tmp / "trained")))
-    if not (local / BUNDLE_DIR / "manifest.json").is_file():
+    if not (local / BUNDLE_DIR / MANIFEST_FILE).is_file():
         raise MonolithError(f"the final checkpoint {result.checkpoint.path} holds no bundle")
     return local / BUNDLE_DIR
 
@@ -367,8 +367,7 @@ def run(args: argparse.Namespace) -> int:
         print(FINAL_PREFIX + json.dumps({"uri": uri, "run_id": p.run_id, **fingerprint}))
         say(f"run {p.run_id} is already published and verifies: {uri} (nothing to do)")
         return 0
-    from monolith.artifacts import verify_bundle
-    from monolith.storage import publish_bundle
+    from monolith.bundle import publish_bundle, verify_bundle
     from ray_jobs._ray import check_capacity, connect
     from ray_jobs.train_adapter import RunPlace
 

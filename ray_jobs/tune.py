@@ -58,7 +58,7 @@ from monolith.tuning import (  # noqa: E402
     utc_now,
     with_epochs,
 )
-from monolith.uri import is_s3_uri, join, normalise  # noqa: E402
+from monolith.uri import is_s3_uri, join, normalise, parse_s3_uri  # noqa: E402
 
 log = logging.getLogger("ray_jobs.tune")
 
@@ -177,7 +177,7 @@ def plan(args: argparse.Namespace) -> Plan:
                 f"tune.objectives[{i}] = {objective.metric!r} is not reported by the trials: "
                 f"its probe is not in eval.probes = {list(cfg.eval.probes)}"
             )
-    from monolith.storage import check_segment
+    from monolith.bundle.schema import check_segment
 
     check_segment("tune.name (--name)", settings.name)  # a path segment of published bundles
     space = load_search_space(settings.search_space)
@@ -208,7 +208,7 @@ def _check_storage(root: str, storage: dict, resume: bool, auto_resume: bool) ->
 
         settings = s3.StorageSettings.from_mapping(storage)
         s3.check_access(root, settings)
-        bucket, key = s3.parse_s3_uri(tune_dir)
+        bucket, key = parse_s3_uri(tune_dir)
         listed = s3.s3_client(settings).list_objects_v2(
             Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1
         )

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from monolith.artifacts import (
+from monolith.bundle import (
     MANIFEST_FILE,
     MODEL_FILE,
     REQUIRED_FILES,

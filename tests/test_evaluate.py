@@ -10,17 +10,9 @@ import pytest
 import monolith.evaluate as evaluate_module
 from monolith.config import OBJECTIVES, EvalConfig, InputSpec, ModelConfig
 from monolith.errors import ConfigError, DataError
-from monolith.evaluate import (
-    Evaluator,
-    evaluate_epoch,
-    even_sample,
-    probe_score,
-    raw_features,
-    retrieval_score,
-    spearman,
-    split_work,
-)
+from monolith.evaluate import Evaluator, evaluate_epoch, even_sample, split_work
 from monolith.model import build_monolith
+from monolith.probes import probe_score, raw_features, retrieval_score, spearman
 
 SPEC = InputSpec(sequence_length=6, n_technical=3, n_instruments=2)
 MODEL = ModelConfig(

@@ -109,7 +109,7 @@ def test_tune_then_final_job_then_pull_gives_the_trained_embeddings(
     dest = tmp_path / "pulled"
     pulled = _monolith("pull", f"s3://{BUCKET}/bundles/e2e/latest", str(dest), env=env)
     assert pulled.returncode == 0, pulled.stderr[-3000:]
-    from monolith.artifacts import REQUIRED_FILES
+    from monolith.bundle import REQUIRED_FILES
 
     for name in (*REQUIRED_FILES, "best_config.json", "test_metrics.json", "manifest.json"):
         assert (dest / name).is_file(), name
@@ -131,7 +131,7 @@ def test_tune_then_final_job_then_pull_gives_the_trained_embeddings(
     # The pulled model embeds the first test windows exactly as the trained one did.
     import os
 
-    from monolith.artifacts import load_bundle_model
+    from monolith.bundle import load_bundle_model
     from monolith.config import load_config
     from monolith.data.windows import WindowSource
     from monolith.model.build import encoder_from

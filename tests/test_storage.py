@@ -19,11 +19,15 @@ import pytest
 from s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, S3Server, TcpProxy
 from test_bundle import TINY  # the same tiny model config the bundle tests use
 
-from monolith.artifacts import (
+from monolith.bundle import (
+    LATEST_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     REQUIRED_FILES,
     load_bundle_model,
+    promote_bundle,
+    publish_bundle,
+    pull_bundle,
     sha256_file,
     verify_bundle,
     write_bundle,
@@ -31,17 +35,13 @@ from monolith.artifacts import (
 from monolith.config import config_from_dict
 from monolith.errors import BundleError, ConfigError, StorageError
 from monolith.storage import (
-    LATEST_FILE,
     StorageSettings,
     check_access,
     download_directory,
-    parse_s3_uri,
-    promote_bundle,
-    publish_bundle,
-    pull_bundle,
     read_json,
     upload_directory,
 )
+from monolith.uri import parse_s3_uri
 
 MONOLITH = Path(sys.executable).with_name("monolith")
 MIB = 1 << 20
@@ -205,7 +205,7 @@ def test_publish_pull_load_gives_identical_embeddings(model_bundle, s3_env, buck
 def test_republish_is_idempotent_and_latest_follows_the_newest_verified_run(
     s3_env, bucket, fast, tmp_path, caplog
 ):
-    caplog.set_level(logging.INFO, logger="monolith.storage")
+    caplog.set_level(logging.INFO, logger="monolith.bundle")
     one = synthetic_bundle(tmp_path / "one", big_mb=12, seed=1)
     two = synthetic_bundle(tmp_path / "two", big_mb=6, seed=2)
     dest = f"s3://{bucket}/root"

@@ -13,10 +13,10 @@ import pytest
 import tensorflow as tf
 from _subprocess import run_script
 
-import monolith.contrastive.trainer as trainer_module
 from monolith.config import TUNED_HYPERPARAMETERS, EvalConfig, InputSpec, ModelConfig, TrainConfig
 from monolith.contrastive.trainer import ContrastiveTrainer
 from monolith.errors import ConfigError, DataError
+from monolith.evaluate import run_evaluator
 
 SPEC = InputSpec(sequence_length=8, n_technical=4, n_instruments=2)
 MODEL = ModelConfig(
@@ -76,7 +76,7 @@ def weights_of(trainer: ContrastiveTrainer) -> list[np.ndarray]:
 
 
 def test_tiny_run_decreases_training_loss_and_reports_every_metric() -> None:
-    trainer = ContrastiveTrainer(MODEL, TRAIN, EvalConfig(), SPEC)
+    trainer = ContrastiveTrainer(MODEL, TRAIN, EvalConfig(), SPEC, evaluation=run_evaluator)
     history = trainer.fit(dataset_fn_for(16), 12, VAL_DATA, probe_data=TRAIN_DATA)
     losses = history.history["loss"]
     assert len(losses) == 3 and losses[-1] < losses[0]
@@ -101,7 +101,7 @@ def test_tiny_run_decreases_training_loss_and_reports_every_metric() -> None:
 
 
 def test_wrong_per_replica_batch_is_a_data_error() -> None:
-    trainer = ContrastiveTrainer(MODEL, TRAIN, EvalConfig(), SPEC)
+    trainer = ContrastiveTrainer(MODEL, TRAIN, EvalConfig(), SPEC, evaluation=run_evaluator)
     with pytest.raises(DataError, match="train.batch_size"):
         trainer.fit(dataset_fn_for(8), 2, VAL_DATA, epochs=1)
 
@@ -168,23 +168,17 @@ def test_each_tuned_hyperparameter_changes_the_model_or_the_step(
 # ---- early stopping, callbacks, resume ---------------------------------------------------------
 
 
-class ScriptedEvaluator:
-    """Stands in for evaluate.Evaluator: a scripted objective, no probes (fast)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
-def script_objective(monkeypatch: pytest.MonkeyPatch, values: list[float] | None) -> None:
-    """Objective per epoch from ``values``, or (None) a deterministic function of the weights."""
+def script_objective(values: list[float] | None) -> Any:
+    """Stands in for evaluate.run_evaluator as the trainer's evaluation: a scripted objective,
+    no probes (fast). Objective per epoch from ``values``, or (None) a deterministic function
+    of the weights."""
     calls = iter(values or [])
 
-    def evaluate_epoch(model: Any, evaluator: Any, add_up: Any = None) -> dict[str, float]:
+    def evaluate_epoch(model: Any, add_up: Any = None) -> dict[str, float]:
         value = next(calls) if values else float(np.abs(model.get_weights()[0]).sum())
         return {"val_ref_ntxent": value, "val_loss": value}
 
-    monkeypatch.setattr(trainer_module, "Evaluator", ScriptedEvaluator)
-    monkeypatch.setattr(trainer_module, "evaluate_epoch", evaluate_epoch)
+    return lambda trainer, val_data, probe_data: evaluate_epoch
 
 
 class Recorder:
@@ -203,10 +197,11 @@ class Recorder:
         return epoch == self.stop_at
 
 
-def test_early_stopping_restores_the_best_weights(monkeypatch: pytest.MonkeyPatch) -> None:
-    script_objective(monkeypatch, [3.0, 1.0, 2.0, 2.5, 0.5, 0.1])
+def test_early_stopping_restores_the_best_weights() -> None:
+    scripted = script_objective([3.0, 1.0, 2.0, 2.5, 0.5, 0.1])
     cfg = dataclasses.replace(TRAIN, epochs=6, early_stopping_patience=2)
-    trainer = ContrastiveTrainer(MODEL, cfg, EvalConfig(objective="val_ref_ntxent"), SPEC)
+    eval_cfg = EvalConfig(objective="val_ref_ntxent")
+    trainer = ContrastiveTrainer(MODEL, cfg, eval_cfg, SPEC, evaluation=scripted)
     recorder = Recorder()
     history = trainer.fit(dataset_fn_for(16), 2, VAL_DATA, callbacks=[recorder])
     # Epoch 1 is best; epochs 2 and 3 miss: patience 2 stops before epoch 4 (which would improve).
@@ -218,23 +213,22 @@ def test_early_stopping_restores_the_best_weights(monkeypatch: pytest.MonkeyPatc
     )
 
 
-def test_callback_can_stop_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    script_objective(monkeypatch, [3.0, 2.0, 1.0, 0.5])
-    trainer = ContrastiveTrainer(MODEL, dataclasses.replace(TRAIN, epochs=4), EvalConfig(), SPEC)
+def test_callback_can_stop_training() -> None:
+    scripted = script_objective([3.0, 2.0, 1.0, 0.5])
+    cfg = dataclasses.replace(TRAIN, epochs=4)
+    trainer = ContrastiveTrainer(MODEL, cfg, EvalConfig(), SPEC, evaluation=scripted)
     history = trainer.fit(dataset_fn_for(16), 1, VAL_DATA, callbacks=[Recorder(stop_at=1)])
     assert len(history.rows) == 2 and trainer.epoch == 2
 
 
-def test_checkpoint_restore_resumes_exactly(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    script_objective(monkeypatch, None)
+def test_checkpoint_restore_resumes_exactly(tmp_path: Path) -> None:
+    scripted = script_objective(None)
     cfg = dataclasses.replace(TRAIN, epochs=3)
-    first = ContrastiveTrainer(MODEL, cfg, EvalConfig(), SPEC)
+    first = ContrastiveTrainer(MODEL, cfg, EvalConfig(), SPEC, evaluation=scripted)
     recorder = Recorder(save_at=0, path=tmp_path / "ckpt")
     full = first.fit(dataset_fn_for(16), 3, VAL_DATA, callbacks=[recorder])
 
-    resumed = ContrastiveTrainer(MODEL, cfg, EvalConfig(), SPEC)
+    resumed = ContrastiveTrainer(MODEL, cfg, EvalConfig(), SPEC, evaluation=scripted)
     resumed.restore_checkpoint(tmp_path / "ckpt")
     assert resumed.epoch == 1 and resumed.step == 3
     again = Recorder()
@@ -276,6 +270,7 @@ import numpy as np
 from test_trainer import MODEL, SPEC, TRAIN, TRAIN_DATA, VAL_DATA
 from monolith.config import EvalConfig
 from monolith.contrastive.trainer import ContrastiveTrainer
+from monolith.evaluate import run_evaluator
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 seen = []
@@ -287,7 +282,7 @@ def dataset_fn(context):
             .batch(per_replica, drop_remainder=True).repeat())
 
 trainer = ContrastiveTrainer(MODEL, TRAIN, EvalConfig(probe_max_windows=50), SPEC,
-                             strategy=strategy)
+                             strategy=strategy, evaluation=run_evaluator)
 before = [np.array(w) for w in trainer.model.get_weights()]
 history = trainer.fit(dataset_fn, 2, VAL_DATA, epochs=1)
 moved = any(not np.array_equal(a, b) for a, b in zip(before, trainer.model.get_weights()))

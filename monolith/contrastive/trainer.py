@@ -31,12 +31,31 @@ from monolith.contrastive.augment import make_views
 from monolith.contrastive.loss import nt_xent_loss
 from monolith.contrastive.optimizer import FusedAdam
 from monolith.errors import ConfigError, DataError
-from monolith.evaluate import ArrayData, Evaluator, evaluate_epoch
 from monolith.model.build import build_monolith
 
 logger = logging.getLogger(__name__)
 
 DatasetFn = Callable[[tf.distribute.InputContext | None], tf.data.Dataset]
+ArrayData = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # windows: (features, targets)
+AddUp = Callable[[np.ndarray], np.ndarray]  # element-wise sum of a vector over the workers
+
+
+class EpochEvaluation(Protocol):
+    """Scores the model at the end of an epoch: the validation metrics by name, the
+    ``eval.objective`` among them. ``add_up`` sums a vector over the run's workers (one
+    collective), so workers that share the work out hold the same metrics."""
+
+    def __call__(self, model: keras.Model, add_up: AddUp) -> dict[str, float]: ...
+
+
+class Evaluation(Protocol):
+    """What the trainer is handed to score its epochs (``monolith.evaluate.run_evaluator``):
+    builds one fit's ``EpochEvaluation`` from the validation windows and the windows the
+    probes are fitted on, for this trainer's worker of the run."""
+
+    def __call__(
+        self, trainer: ContrastiveTrainer, val_data: ArrayData, probe_data: ArrayData | None
+    ) -> EpochEvaluation: ...
 
 
 class EpochCallback(Protocol):
@@ -80,6 +99,9 @@ class ContrastiveTrainer:
     augmentation seed of step s on replica r is ``fold_in((seed, s), r)``. ``get_state`` /
     ``save_checkpoint`` hold everything needed to resume exactly (all model variables
     including dropout seed states, optimizer variables, step, epoch, best so far, history).
+
+    Evaluation: the caller hands the trainer its ``evaluation`` (the trainer scores nothing
+    itself); a trainer that only takes steps (``train_steps``) needs none.
     """
 
     def __init__(
@@ -90,6 +112,7 @@ class ContrastiveTrainer:
         spec: InputSpec,
         *,
         strategy: tf.distribute.Strategy | None = None,
+        evaluation: Evaluation | None = None,
     ) -> None:
         self.model_cfg, self.train_cfg, self.eval_cfg, self.spec = (
             model_cfg,
@@ -97,6 +120,7 @@ class ContrastiveTrainer:
             eval_cfg,
             spec,
         )
+        self.evaluation = evaluation
         self.strategy = strategy or tf.distribute.get_strategy()
         self.num_replicas = int(self.strategy.num_replicas_in_sync)
         if train_cfg.batch_size % self.num_replicas != 0:
@@ -286,7 +310,7 @@ class ContrastiveTrainer:
                 by ``train.max_steps_per_epoch``.
             val_data: the whole validation split as arrays, for the epoch metrics.
             probe_data: training windows as arrays for fitting the linear probes (see
-                ``Evaluator``).
+                ``monolith.evaluate.Evaluator``).
             epochs: the epoch count to reach (not the count to add).
             callbacks: objects with ``on_epoch_end(epoch, metrics, trainer)``.
             initial_epoch: the first epoch to run; None continues from ``self.epoch`` (0 for
@@ -296,7 +320,12 @@ class ContrastiveTrainer:
 
         Returns:
             The ``History`` of all epochs so far. The best epoch's weights are restored.
+
+        Raises:
+            ValueError: the trainer was built without an ``evaluation``.
         """
+        if self.evaluation is None:
+            raise ValueError("a trainer built without evaluation= takes steps, it cannot fit")
         epochs = self.train_cfg.epochs if epochs is None else epochs
         if self.train_cfg.max_steps_per_epoch is not None:
             steps_per_epoch = min(steps_per_epoch, self.train_cfg.max_steps_per_epoch)
@@ -307,20 +336,7 @@ class ContrastiveTrainer:
             )
         if initial_epoch is not None:
             self.epoch = initial_epoch
-        evaluator = Evaluator(
-            self.model_cfg,
-            self.eval_cfg,
-            self.spec,
-            val_data,
-            probe_data,
-            train_temperature=self.train_cfg.contrastive_temperature,
-            train_augmentation=self.train_cfg.augmentation_type,
-            train_batch_size=self.train_cfg.batch_size,
-            train_seed=self.train_cfg.seed,
-            worker=self.worker,
-            workers=self.workers,
-            model=self.model,
-        )
+        evaluate = self.evaluation(self, val_data, probe_data)
         iterator = self.make_iterator(train_dataset_fn)
         monitor = self.eval_cfg.objective
         while self.epoch < epochs:
@@ -330,7 +346,7 @@ class ContrastiveTrainer:
             train_loss = float(np.mean([s["loss"] for s in steps]))
             # Each worker evaluates its share; one collective adds the shares up, so every
             # worker holds the same metrics and takes the same decisions.
-            metrics = {"loss": train_loss, **evaluate_epoch(self.model, evaluator, self._add_up)}
+            metrics = {"loss": train_loss, **evaluate(self.model, self._add_up)}
             stop = self._early_stopping(epoch, metrics[monitor]) and select_on_validation
             self.rows.append({"epoch": float(epoch), **metrics})
             self.epoch = epoch + 1

@@ -27,7 +27,6 @@ bars; closures have none. Times stay UTC everywhere else.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import logging
 import warnings
@@ -38,15 +37,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from monolith.errors import ConfigError, DataError
+from monolith.calendar_names import ALWAYS_OPEN, AUTO, FX, WEEKDAYS
+from monolith.errors import DataError
 
 log = logging.getLogger(__name__)
 
-AUTO = "auto"
-ALWAYS_OPEN = "24/7"
-FX = "fx"
-WEEKDAYS = "weekdays"
-SPECIAL_CALENDARS = (AUTO, ALWAYS_OPEN, FX, WEEKDAYS)
 # Exchanges ``auto`` tries, in order of preference on a tie (XNYS before XNAS-like twins).
 AUTO_EXCHANGES = (
     "XNYS",
@@ -111,29 +106,6 @@ class SymbolCalendar:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def check_calendar(where: str, code: Any, *, allow_auto: bool = True) -> None:
-    """Refuse a calendar name that is none of ours and no exchange calendar."""
-    allowed = SPECIAL_CALENDARS if allow_auto else SPECIAL_CALENDARS[1:]
-    if isinstance(code, str) and (code in allowed or code in _exchange_names()):
-        return
-    names = [*allowed, *_exchange_names()]
-    close = difflib.get_close_matches(str(code).upper(), names, n=3, cutoff=0.5)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise ConfigError(
-        f"{where} = {code!r} is not a calendar{hint}: use one of {list(allowed)} or an "
-        f"exchange code such as XNYS, XLON, XEUR, CMES ({len(_exchange_names())} known; "
-        "python -c 'import exchange_calendars as x; print(x.get_calendar_names())')"
-    )
-
-
-@functools.cache
-def _exchange_names() -> frozenset[str]:
-    import exchange_calendars
-
-    names = exchange_calendars.get_calendar_names(include_aliases=True)
-    return frozenset(n for n in names if n not in (ALWAYS_OPEN, "24/5"))
 
 
 # --------------------------------------------------------------------------------------------

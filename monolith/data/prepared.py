@@ -20,13 +20,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from monolith.errors import DataError, StorageError
+from monolith.filesystems import read_bytes
+from monolith.storage import StorageSettings, object_info
 from monolith.uri import Location, parse_uri
-
-if TYPE_CHECKING:  # storage imports artifacts, which names this module's files
-    from monolith.storage import StorageSettings
 
 # The layout's version, recorded in the metadata. 3: forward probe targets (one column per
 # ``target_<probe>``, ``target_horizons`` in the metadata) and a purge covering the longest
@@ -87,17 +86,13 @@ def is_prepared_dataset(
     if not location.is_s3:
         path = location.path
         return path.is_dir() and (path / METADATA_FILE).is_file() and (path / DATASET_DIR).is_dir()
-    from monolith import storage
-
-    return storage.object_info(str(location.join(METADATA_FILE)), settings) is not None
+    return object_info(str(location.join(METADATA_FILE)), settings) is not None
 
 
 def read_json_file(
     location: str | Path | Location, name: str, settings: StorageSettings | None = None
 ) -> Any:
     """A JSON file of the prepared dataset at ``location``."""
-    from monolith.filesystems import read_bytes
-
     if not isinstance(location, Location):
         location = parse_uri(location)
     target = location.join(name)

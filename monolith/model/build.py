@@ -9,6 +9,8 @@ technical window decoded from the latent).
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
 from monolith.config import InputSpec, ModelConfig
@@ -46,12 +48,33 @@ def build_monolith(
     if seed is not None:
         keras.utils.set_random_seed(seed)
     reg = l2_regularizer(model_cfg.l2_reg)
-    length, n_features = spec.sequence_length, spec.n_technical
+    window = (spec.sequence_length, spec.n_technical)
 
-    technical = keras.Input((length, n_features), dtype="float32", name="technical_input")
+    technical = keras.Input(window, dtype="float32", name="technical_input")
     instrument = keras.Input((), dtype="int32", name="instrument_input")
     inputs = {"technical_input": technical, "instrument_input": instrument}
 
+    # The layers are made in this order on purpose: with a seed, the initial weights depend
+    # on the order in which layers draw from Keras's global seed.
+    branches = [_sequence_branch(technical, model_cfg, reg)]
+    branches.append(
+        keras.layers.Embedding(
+            spec.n_instruments, model_cfg.instrument_embedding_dim, name="instrument_embedding"
+        )(instrument)
+    )
+    branches += _side_branches(spec, model_cfg, reg, inputs)
+    merged = keras.layers.Concatenate(name="merge")(branches)
+    latent = keras.layers.Dense(model_cfg.latent_dim, kernel_regularizer=reg, name="latent")(merged)
+    return keras.Model(
+        inputs=inputs,
+        outputs={"latent": latent, **_heads(latent, model_cfg, reg, window)},
+        name="monolith",
+    )
+
+
+def _sequence_branch(technical: Any, model_cfg: ModelConfig, reg: Any) -> Any:
+    """The technical window through the input dense layer, the LSTM and the transformer
+    blocks, pooled over time."""
     x = keras.layers.Dense(model_cfg.dense_units, kernel_regularizer=reg, name="input_dense")(
         technical
     )
@@ -74,12 +97,14 @@ def build_monolith(
             l2_reg=model_cfg.l2_reg,
             name=f"transformer_{i}",
         )(x)
-    branches = [keras.layers.GlobalAveragePooling1D(name="sequence_pool")(x)]
-    branches.append(
-        keras.layers.Embedding(
-            spec.n_instruments, model_cfg.instrument_embedding_dim, name="instrument_embedding"
-        )(instrument)
-    )
+    return keras.layers.GlobalAveragePooling1D(name="sequence_pool")(x)
+
+
+def _side_branches(
+    spec: InputSpec, model_cfg: ModelConfig, reg: Any, inputs: dict[str, Any]
+) -> list[Any]:
+    """A dense branch per optional input the spec gives a width; each input joins ``inputs``."""
+    branches = []
     for name, dim_attr in OPTIONAL_INPUTS.items():
         width = getattr(spec, dim_attr)
         if width <= 0:
@@ -95,9 +120,14 @@ def build_monolith(
                 name=f"{branch_name}_dense",
             )(side)
         )
-    merged = keras.layers.Concatenate(name="merge")(branches)
-    latent = keras.layers.Dense(model_cfg.latent_dim, kernel_regularizer=reg, name="latent")(merged)
+    return branches
 
+
+def _heads(
+    latent: Any, model_cfg: ModelConfig, reg: Any, window: tuple[int, int]
+) -> dict[str, Any]:
+    """The two heads on the latent: the unit-norm ``projection`` the contrastive loss sees
+    and the ``reconstruction`` of the technical window."""
     hidden = keras.layers.Dense(
         model_cfg.latent_dim, activation="relu", kernel_regularizer=reg, name="projection_hidden"
     )(latent)
@@ -106,19 +136,15 @@ def build_monolith(
     )(hidden)
     projection = L2Normalize(name="projection")(hidden)
 
+    length, n_features = window
     decoded = keras.layers.Dense(
         model_cfg.dense_units, activation="relu", kernel_regularizer=reg, name="decoder_hidden"
     )(latent)
     decoded = keras.layers.Dense(length * n_features, kernel_regularizer=reg, name="decoder_out")(
         decoded
     )
-    reconstruction = keras.layers.Reshape((length, n_features), name="reconstruction")(decoded)
-
-    return keras.Model(
-        inputs=inputs,
-        outputs={"latent": latent, "projection": projection, "reconstruction": reconstruction},
-        name="monolith",
-    )
+    reconstruction = keras.layers.Reshape(window, name="reconstruction")(decoded)
+    return {"projection": projection, "reconstruction": reconstruction}
 
 
 def encoder_from(model: keras.Model) -> keras.Model:
