@@ -51,7 +51,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## chromium: the headless browser tests/test_report.py loads the report in (Debian, as root)
+## chromium: the headless browser tests/integration/test_report.py loads the report in (Debian, as root)
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || \

@@ -1,5 +1,5 @@
 """The arithmetic of ``bench/tune_efficiency.py``: from per-report times to the figures it
-prints. Pure functions on plain rows (tested in ``tests/test_bench_figures.py``).
+prints. Pure functions on plain rows (tested in ``tests/unit/test_bench_figures.py``).
 
 A report row: ``{"time": seconds since the side's launch, "trial": n, "epoch": e, "value":
 objective, "epoch_seconds": s, "elapsed_seconds": s since the worker loop began}``.

@@ -16,7 +16,7 @@
 The CRDs are read from $MONOLITH_K8S_CRDS, else ../shared/k8s-crds beside the repository; when
 that folder is absent the CRD part is skipped with a message naming the path. `render` and
 `init-env` need only the standard library and kubectl; the CRD checks need pyyaml and jsonschema
-(tests/test_k8s.py imports them from the main venv); `check` also needs kubernetes-validate and
+(tests/integration/test_k8s.py imports them from the main venv); `check` also needs kubernetes-validate and
 checkov, installed in the tool venv .venv-k8s by `make k8s-validate`.
 """
 

@@ -8,7 +8,7 @@
         ▼
     the driver gathers the embeddings, the report and the drift samples in symbol order
 
-The embeddings equal a local ``embed`` row for row (tests/test_cluster_prepare.py).
+The embeddings equal a local ``embed`` row for row (tests/integration/test_cluster_prepare.py).
 """
 
 from __future__ import annotations

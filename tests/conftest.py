@@ -1,4 +1,9 @@
-"""Shared fixtures: where the real market data lives (outside the repository)."""
+"""Shared fixtures: where the real market data lives (outside the repository).
+
+``unit/`` tests run library code in this process (or a fresh interpreter for TensorFlow's
+logical devices); ``integration/`` tests start real parts: a Ray cluster, an S3 server over
+HTTP, the jobs and the CLI as processes, a browser, kubectl and kfp. Their fixtures are in
+``integration/conftest.py``. Helpers both use (``market_bars``, ``_subprocess``) sit here."""
 
 from __future__ import annotations
 
@@ -16,7 +21,3 @@ def shared_data_dir() -> Path:
     if not SHARED_DATA_DIR.is_dir():
         pytest.skip("shared data folder ../shared/data/crypto-hourly not present")
     return SHARED_DATA_DIR
-
-
-# A real S3 endpoint (moto's server over HTTP on 127.0.0.1): s3_server, s3_env, s3_proxy.
-from s3_server import s3_env, s3_proxy, s3_server  # noqa: E402, F401

@@ -10,7 +10,7 @@ once per step for all variables, not once per variable (with Grappler off, as on
 workers, nothing folds them away: ~400 more ops a step). Measured in one worker of
 ``configs/local.yaml`` on the 2-core reference machine: the first call of the compiled
 training loop (trace and 40 steps) fell from 5.7 s to 3.8 s. Its result equals Keras's to
-float rounding (``tests/test_optimizer.py``); a checkpoint of either restores into the other.
+float rounding (``tests/unit/test_optimizer.py``); a checkpoint of either restores into the other.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ A ``ScalerFit`` holds exactly the statistics scikit-learn's ``StandardScaler``,
 constant features), and becomes that fitted scikit-learn object with ``to_sklearn`` for
 ``scalers.pkl``. The split lets preparation workers fit without importing scikit-learn (1.6 s
 of start-up per process, with the scipy modules it pulls in) while the saved scalers stay the
-scikit-learn objects consumers load; ``tests/test_splits.py`` checks both agree with
+scikit-learn objects consumers load; ``tests/unit/test_splits.py`` checks both agree with
 scikit-learn's own ``fit`` on the same rows.
 
 Every kind is the affine map ``(x - offset) / scale``.

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_bundle import TINY as BUNDLE_TINY  # the same tiny model the bundle tests train
 
 from monolith import Encoder
 from monolith.config import SyntheticConfig, config_from_dict
@@ -25,16 +26,9 @@ MONOLITH = str(Path(sys.executable).with_name("monolith"))
 
 TINY = {
     "data": {"sequence_length": 8, "label_horizon": 2},
-    "model": {
-        "dense_units": 16,
-        "lstm_units": 16,
-        "transformer_blocks": 1,
-        "transformer_heads": 2,
-        "latent_dim": 8,
-        "projection_dim": 8,
-    },
-    "train": {"batch_size": 32, "epochs": 2, "max_steps_per_epoch": 3, "seed": 1},
-    "eval": {"reference_batch_size": 64, "probe_max_windows": 300, "max_windows": 400},
+    "model": BUNDLE_TINY["model"],
+    "train": BUNDLE_TINY["train"],
+    "eval": {**BUNDLE_TINY["eval"], "max_windows": 400},
 }
 
 

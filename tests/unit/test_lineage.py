@@ -7,7 +7,7 @@ from pathlib import Path
 
 from monolith.lineage import COMMIT_ENV, git_commit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_commit_from_the_checkout_the_environment_or_none(tmp_path, monkeypatch):

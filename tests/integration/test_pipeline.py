@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ray_cluster import cluster_with_s3
+from s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY
+from test_tune_cluster import tiny_config
 
-from tests.ray_cluster import cluster_with_s3
-from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY
-from tests.test_tune_cluster import tiny_config
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "monolith-kfp"
 PARAMETERS = {
     "threshold",

@@ -423,7 +423,13 @@ def test_a_two_worker_step_runs_two_collectives() -> None:
             s.bind(("127.0.0.1", 0))
             ports.append(str(s.getsockname()[1]))
     script = TWO_WORKER_SCRIPT.replace("TESTS_DIR", repr(str(Path(__file__).parent)))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    shared = str(Path(__file__).parents[1])  # tests/: the helpers test_trainer imports
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": shared,
+    }
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", script, str(i), ",".join(ports)],

@@ -66,16 +66,11 @@ def aws_env(endpoint_url: str, key_id: str = ACCESS_KEY_ID, secret: str = SECRET
 _AWS_VARS_TO_CLEAR = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_REGION")
 
 
-class S3Server:
-    """moto's S3 server as a subprocess on ``host:port`` (a free port unless given)."""
+class _Endpoint:
+    """An HTTP endpoint on ``host:port`` that the AWS SDKs can be pointed at."""
 
-    def __init__(self, host: str = HOST, port: int | None = None) -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self.process: subprocess.Popen | None = None
-        fd, log_path = tempfile.mkstemp(prefix="moto-server-", suffix=".log")
-        os.close(fd)
-        self.log_path = Path(log_path)
+    host: str
+    port: int
 
     @property
     def endpoint_url(self) -> str:
@@ -85,6 +80,18 @@ class S3Server:
     def env(self) -> dict[str, str]:
         """AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, …"""
         return aws_env(self.endpoint_url)
+
+
+class S3Server(_Endpoint):
+    """moto's S3 server as a subprocess on ``host:port`` (a free port unless given)."""
+
+    def __init__(self, host: str = HOST, port: int | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.process: subprocess.Popen | None = None
+        fd, log_path = tempfile.mkstemp(prefix="moto-server-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(log_path)
 
     def start(self, timeout_s: float = 30.0) -> S3Server:
         if self.process and self.process.poll() is None:
@@ -196,7 +203,7 @@ class S3Server:
         urllib.request.urlopen(request, timeout=10).close()
 
 
-class TcpProxy:
+class TcpProxy(_Endpoint):
     """A TCP forwarder to ``upstream`` that can be cut (connections reset, port refused)."""
 
     def __init__(self, upstream: tuple[str, int], host: str = HOST, port: int | None = None):
@@ -209,14 +216,6 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._cut_at: int | None = None
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return aws_env(self.endpoint_url)
 
     def start(self) -> TcpProxy:
         listener = socket.socket()

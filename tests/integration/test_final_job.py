@@ -18,10 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
-from tests.ray_cluster import cluster_with_s3
-from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY
-from tests.test_tune_cluster import tiny_config
+from ray_cluster import cluster_with_s3
+from s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY
+from test_tune_cluster import tiny_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -29,7 +29,7 @@ from monolith.storage import StorageSettings, download_directory, upload_directo
 pytestmark = pytest.mark.integration
 
 BUCKET = "market-data"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MONOLITH = str(Path(sys.executable).parent / "monolith")
 PATH_STYLE = StorageSettings(addressing_style="path")
 

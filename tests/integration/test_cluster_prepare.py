@@ -17,7 +17,6 @@ from monolith.config import DataConfig, SyntheticConfig
 from monolith.data.prepare import prepare_dataset
 from monolith.data.synthetic import generate_synthetic
 from monolith.data.windows import load_prepared_frame
-from tests.ray_cluster import LocalRayCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -60,16 +59,6 @@ def _comparable(meta: dict) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = LocalRayCluster(head_cpus=1, worker_cpus=2)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
-
-
 def test_cluster_preparation_equals_single_process(cluster, tmp_path: Path) -> None:
     source = _market(tmp_path / "bars")
     cfg = DataConfig(source=str(source), sequence_length=8)  # as the CLI below
@@ -104,9 +93,10 @@ def test_cluster_preparation_equals_single_process(cluster, tmp_path: Path) -> N
 def test_embedding_with_ray_data_equals_a_local_embed(cluster, tmp_path: Path) -> None:
     """``monolith embed --ray-address``: Ray Data blocks of one symbol, an actor pool that
     loads the encoder once per actor; row for row what a local embed writes."""
+    from test_encoder import TINY
+
     from monolith.config import config_from_dict
     from monolith.training import train_on_prepared, write_final_bundle
-    from tests.test_encoder import TINY
 
     source = _market(tmp_path / "bars")
     cfg = config_from_dict({**TINY, "data": {**TINY["data"], "source": str(source)}})

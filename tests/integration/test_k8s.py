@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "k8s"
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 

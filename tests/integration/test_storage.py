@@ -1,7 +1,7 @@
 """Publishing to and pulling from a real S3 endpoint (moto's server over HTTP on 127.0.0.1).
 
 Nothing is mocked in-process: every test talks HTTP to ``moto.server`` started by the
-``s3_server`` fixture (tests/s3_server.py), through boto3 exactly as production does.
+``s3_server`` fixture (tests/integration/s3_server.py), through boto3 exactly as production does.
 """
 
 from __future__ import annotations

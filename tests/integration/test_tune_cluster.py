@@ -22,8 +22,7 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
-
-from tests.ray_cluster import LocalRayCluster, job_id_from
+from ray_cluster import LocalRayCluster, job_id_from
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,7 +40,7 @@ def tiny_config(
 ) -> Path:
     space = tmp / "space.yaml"
     space.write_text(yaml.safe_dump(SEARCH_SPACE))
-    base = yaml.safe_load((Path(__file__).parents[1] / "configs" / "local.yaml").read_text())
+    base = yaml.safe_load((Path(__file__).parents[2] / "configs" / "local.yaml").read_text())
     base["data"]["synthetic"] = {"symbols": 3, "rows_per_symbol": 1200, "seed": 3}
     base["train"].update(epochs=epochs, max_steps_per_epoch=steps, early_stopping_patience=5)
     base["eval"].update(probe_max_windows=600, reference_batch_size=128)
@@ -75,16 +74,6 @@ def reports(trial_dir: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = LocalRayCluster(head_cpus=1, worker_cpus=2)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
 
 
 def test_submission_without_the_token_is_refused(cluster: LocalRayCluster, tmp_path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_two_one_worker_trials_train_at_once_on_the_embedded_cluster(tmp_path: Path) -> None:

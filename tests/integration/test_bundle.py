@@ -25,7 +25,7 @@ from monolith.data.prepare import prepare_dataset
 from monolith.errors import BundleError
 from monolith.training import bundle_result, train_on_prepared
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MONOLITH = Path(sys.executable).with_name("monolith")
 
 TINY = {

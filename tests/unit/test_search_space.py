@@ -15,7 +15,7 @@ from monolith.config import TUNED_HYPERPARAMETERS, load_config
 from monolith.errors import ConfigError
 from monolith.search_space import check_against_config, load_search_space, parse_search_space
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SPACE = REPO / "configs" / "search_space.yaml"
 
 

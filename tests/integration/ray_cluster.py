@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 RAY = str(BIN / "ray")
 JOB_EXCLUDES = [".venv", ".venv-k8s", ".git", "runs", "*.egg-info", "__pycache__", ".pytest_cache"]
@@ -165,15 +165,19 @@ class LocalRayCluster:
                 return done
             time.sleep(2)
 
-    def job_status(self, job_id: str) -> str:
+    def _job_cli(self, verb: str, job_id: str) -> str:
+        """What ``ray job <verb>`` prints about one job (stdout and stderr together)."""
         done = subprocess.run(
-            [RAY, "job", "status", "--address", self.address, job_id],
+            [RAY, "job", verb, "--address", self.address, job_id],
             env=self.env(),
             capture_output=True,
             text=True,
         )
+        return done.stdout + done.stderr
+
+    def job_status(self, job_id: str) -> str:
         # The CLI ends with a line like "Job 'raysubmit_…' succeeded" (on stderr).
-        text = (done.stdout + done.stderr).lower()
+        text = self._job_cli("status", job_id).lower()
         for word, status in (
             ("' succeeded", "SUCCEEDED"),
             ("' failed", "FAILED"),
@@ -186,13 +190,7 @@ class LocalRayCluster:
         return "UNKNOWN"
 
     def job_logs(self, job_id: str) -> str:
-        done = subprocess.run(
-            [RAY, "job", "logs", "--address", self.address, job_id],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-        )
-        return done.stdout + done.stderr
+        return self._job_cli("logs", job_id)
 
     def wait_job(self, job_id: str, timeout: float = 900) -> str:
         deadline = time.monotonic() + timeout

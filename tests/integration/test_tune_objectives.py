@@ -22,7 +22,7 @@ from monolith.tuning import Objective
 from ray_jobs import tune as job
 from ray_jobs.console import TrialTable
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NTXENT = Objective("val_ref_ntxent", "min")
 LIFT = Objective("val_probe_mean_lift", "max")
 

@@ -14,7 +14,7 @@ from monolith.config import (
 )
 from monolith.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_seed_best_preset_holds_the_original_hyperparameters():

@@ -31,7 +31,7 @@ from monolith.data.prepare import prepare_dataset
 from monolith.data.windows import METADATA_FILE, load_prepared_frame, valid_window_ends
 from monolith.errors import ConfigError, DataError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MONOLITH = str(Path(sys.executable).with_name("monolith"))
 EQUITY_DAILY = REPO.parent / "shared" / "data" / "equity-daily" / "nvda-1999-2014.txt"
 L = 8

@@ -18,7 +18,7 @@ import yaml
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Loaded by the job's interpreter at start (PYTHONPATH): the failure strikes after the job
 # has started its local Ray instance, where a real bug would.

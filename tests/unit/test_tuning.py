@@ -35,7 +35,7 @@ from monolith.tuning import (
     write_results,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NTXENT = Objective("val_ref_ntxent", "min")
 LIFT = Objective("val_probe_mean_lift", "max")
 
