@@ -321,7 +321,7 @@ def _feature_columns(frame: pd.DataFrame, cfg: DataConfig) -> dict:
         "embedding_dim": embedding_dim,
         "mcp": mcp,
         "cot": cot,
-        # Probe name -> its column (hmm_regime, then target_<probe>: see features.py).
+        # Probe name -> its column (hmm_regime, then target_<probe>: see features/targets.py).
         "targets": {name: target_column(name) for name in cfg.probe_targets},
         "not_model_inputs": [
             "hmm_regime",
