@@ -21,6 +21,7 @@ from monolith.data.ingest.where import Where
 from monolith.data.layouts import SNIFF_BYTES, map_columns, sniff_csv
 from monolith.data.sources import SourceFile, read_source
 from monolith.errors import DataError
+from monolith.filesystems import arrow_filesystem
 from monolith.storage import StorageSettings
 from monolith.uri import is_s3_uri
 
@@ -95,8 +96,6 @@ def quick_file_symbols(
 
 def read_head(file: SourceFile, settings: StorageSettings | None, size: int) -> bytes:
     """The first ``size`` bytes of a file (one range request on S3)."""
-    from monolith.filesystems import arrow_filesystem
-
     fs, path = arrow_filesystem(file.uri, settings)
     try:
         with fs.open_input_file(path) as handle:
@@ -112,8 +111,6 @@ def parquet_file(file: SourceFile, settings: StorageSettings | None) -> pq.Parqu
         raise DataError(f"{file}: is empty (0 bytes)")
     try:
         if is_s3_uri(file.uri):
-            from monolith.filesystems import arrow_filesystem
-
             fs, path = arrow_filesystem(file.uri, settings)
             return pq.ParquetFile(fs.open_input_file(path))
         return pq.ParquetFile(file.uri)

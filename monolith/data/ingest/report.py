@@ -18,6 +18,7 @@ from monolith.data.ingest.bars import Bars
 from monolith.data.ingest.rules import RULES
 from monolith.data.layouts import CsvShape
 from monolith.data.sources import SourceFile
+from monolith.data.splits import symbol_blocks
 from monolith.errors import DataError
 
 # The counts of a symbol's entry, in the order the report lists them.
@@ -154,8 +155,6 @@ def report_adjustments(
                 per_symbol[symbol]["price_adjustment"] = f"OHLCV by {column!r}"
     if frame.empty:
         return
-    from monolith.data.splits import symbol_blocks
-
     for symbol, jumps in split_jumps(frame, symbol_blocks(frame)).items():
         per_symbol[symbol]["split_sized_jumps"] = jumps
         listed = ", ".join(f"{j['timestamp'][:10]} x{j['ratio']:g}" for j in jumps[:3])

@@ -32,6 +32,7 @@ from monolith.data.prepare.process import cpu_seconds, peak_rss_mb
 from monolith.data.prepared import SPLIT_CODES, target_column
 from monolith.data.sources import SourceFile
 from monolith.data.splits import SPLIT_NAMES, SPLITS, fit_scalers, split_codes, symbol_blocks
+from monolith.data.synthetic import generate_synthetic
 from monolith.data.windows import valid_window_ends
 from monolith.errors import DataError
 from monolith.storage import StorageSettings
@@ -247,8 +248,6 @@ class SymbolGroup:
 
 def _synthetic(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
     """The generated market (its symbols share one market factor: one group generates all)."""
-    from monolith.data.synthetic import generate_synthetic
-
     frame = generate_synthetic(cfg.synthetic)
     report = {
         "files": [],

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from monolith.data.prepared import ROW_GROUP_ROWS, partition_path
 from monolith.errors import StorageError
+from monolith.filesystems import arrow_filesystem
 from monolith.storage import StorageSettings
 from monolith.uri import Location
 
@@ -53,8 +54,6 @@ def write_partitions(
     blocks: list[tuple[str, int, int]] | None = None,
 ) -> None:
     """One Parquet file per symbol under ``target`` (a local folder or an s3:// prefix)."""
-    from monolith.filesystems import arrow_filesystem
-
     fs, root = arrow_filesystem(target, settings)
     # The system allocator hands the encoder's buffers back to the OS after each file;
     # Arrow's default pool would keep them for the rest of the process.
