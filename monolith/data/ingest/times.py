@@ -7,6 +7,8 @@ with a time-of-day column. Times without a zone are taken as UTC.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -121,14 +123,9 @@ def _yyyymmdd_to_ns(path: Where, column: str, values: pa.ChunkedArray) -> np.nda
     ):
         return None
     text = pd.Series(numbers.astype(np.int64)).astype(str)
-    stamps = pd.to_datetime(text, format="%Y%m%d", utc=True, errors="coerce")
-    bad = stamps.isna().to_numpy()
-    if bad.any():
-        index = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{path}: column {column!r}, {path.row(index)}: {text.iloc[index]!r} is not a date "
-            "(read as yyyymmdd)"
-        )
+    stamps = _read_all(
+        path, column, text, lambda v: f"{v!r} is not a date (read as yyyymmdd)", format="%Y%m%d"
+    )
     return pd.DatetimeIndex(stamps).as_unit("ns").asi8
 
 
@@ -168,14 +165,13 @@ def timestamps_to_ns(path: Where, column: str, values: pa.ChunkedArray) -> np.nd
     formats = time_formats(str(raw.iloc[first])) if first is not None else ()
     if formats:
         return _formatted_to_ns(path, column, raw, formats)
-    stamps = pd.to_datetime(raw, utc=True, format="ISO8601", errors="coerce")
-    bad = stamps.isna().to_numpy()
-    if bad.any():
-        index = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{path}: column {column!r}, {path.row(index)}: unparseable timestamp "
-            f"{raw.iloc[index]!r} (expected epoch seconds/milliseconds or ISO 8601)"
-        )
+    stamps = _read_all(
+        path,
+        column,
+        raw,
+        lambda v: f"unparseable timestamp {v!r} (expected epoch seconds/milliseconds or ISO 8601)",
+        format="ISO8601",
+    )
     return pd.DatetimeIndex(stamps).as_unit("ns").asi8
 
 
@@ -254,13 +250,32 @@ def _time_of_day_ns(path: Where, column: str, values: pa.ChunkedArray) -> np.nda
         return ((hours * 60 + minutes) * 60 + seconds) * 1_000_000_000
     raw = pd.Series(values.to_pandas(), dtype=object)
     fmt = time_of_day_format(str(raw.iloc[0]))
-    stamps = pd.to_datetime(raw, format=fmt, errors="coerce")
+    stamps = _read_all(
+        path,
+        column,
+        raw,
+        lambda v: f"{v!r} is not a time of day (expected {fmt}, the format of the first value)",
+        format=fmt,
+        utc=False,
+    )
+    midnight = pd.Timestamp("1900-01-01")
+    return (pd.DatetimeIndex(stamps) - midnight).as_unit("ns").asi8
+
+
+def _read_all(
+    path: Where,
+    column: str,
+    raw: pd.Series,
+    problem: Callable[[object], str],
+    *,
+    format: str,
+    utc: bool = True,
+) -> pd.Series:
+    """``raw`` read by ``pd.to_datetime`` in ``format``; the first value it cannot read (or a
+    missing one) is refused, ``problem`` saying what is wrong with it."""
+    stamps = pd.to_datetime(raw, format=format, utc=utc, errors="coerce")
     bad = stamps.isna().to_numpy()
     if bad.any():
         index = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{path}: column {column!r}, {path.row(index)}: {raw.iloc[index]!r} is not a time "
-            f"of day (expected {fmt}, the format of the first value)"
-        )
-    midnight = pd.Timestamp("1900-01-01")
-    return (pd.DatetimeIndex(stamps) - midnight).as_unit("ns").asi8
+        raise DataError(f"{path}: column {column!r}, {path.row(index)}: {problem(raw.iloc[index])}")
+    return stamps
