@@ -24,13 +24,13 @@ class Bars:
 
     names: pd.Index  # the symbols, sorted; a bar's code is its symbol's position here
     codes: np.ndarray  # per bar read
+    kept_codes: np.ndarray  # per bar kept, in judging order
     columns: dict[str, np.ndarray]  # timestamp (ns), _file, _row per bar read
     ohlcv: tuple[np.ndarray, ...]  # open, high, low, close, volume per bar read (float64)
     files: list[dict[str, Any]]  # the report's file entries, indexed by ``_file``
     bad_tick_range_multiple: float
     # Positions of the bars kept, in judging order; None: every bar, in the order read.
     kept: np.ndarray | None = None
-    kept_codes: np.ndarray | None = None  # the kept bars' codes (set by ``of``)
     ordered: bool = False
 
     @classmethod
