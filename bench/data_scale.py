@@ -230,8 +230,8 @@ def main() -> int:
         print("RESULT " + json.dumps(result))
         return 0
 
-    from tests.ray_cluster import LocalRayCluster
-    from tests.s3_server import S3Server
+    from tests.integration.ray_cluster import LocalRayCluster
+    from tests.integration.s3_server import S3Server
 
     server = S3Server().start()
     server.make_bucket(BUCKET)

@@ -101,7 +101,7 @@ def measure_local(bundle: Path, bars: Path, batch: int) -> dict:
 
 
 def measure_ray(bundle: Path, bars: Path, work: Path, batch: int) -> dict:
-    from tests.ray_cluster import LocalRayCluster
+    from tests.integration.ray_cluster import LocalRayCluster
 
     cluster = LocalRayCluster(head_cpus=1, worker_cpus=2)
     try:

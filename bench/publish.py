@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from monolith.bundle import publish_bundle
     from monolith.storage import StorageSettings, s3_client
-    from tests.s3_server import S3Server
+    from tests.integration.s3_server import S3Server
 
     server = S3Server().start()
     os.environ.update(server.env)

@@ -12,7 +12,6 @@ from monolith.config import SyntheticConfig
 from monolith.data.features import (
     HMM_OBSERVATION_COLUMNS,
     TECHNICAL_COLUMNS,
-    _forward_log_numpy,
     add_levels,
     add_technical_indicators,
     filtered_state_probabilities,
@@ -22,6 +21,7 @@ from monolith.data.features import (
     forward_volatility,
     predict_regimes,
 )
+from monolith.data.features.forward import forward_log_numpy as _forward_log_numpy
 from monolith.data.ingest import read_market_data
 from monolith.data.synthetic import generate_synthetic
 from monolith.errors import DataError

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monolith.data import ingest
 from monolith.data.ingest import file_symbols, read_market_data
+from monolith.data.ingest import listing as ingest
 from monolith.data.layouts import (
     alias_key,
     map_columns,

@@ -301,7 +301,7 @@ def test_a_worker_reads_only_its_row_groups_once_the_samples_are_cached(tmp_path
 
     from monolith import experiment
     from monolith.config import MonolithConfig
-    from monolith.data import prepare
+    from monolith.data.prepare import partitions as prepare
 
     monkeypatch.setattr(prepare, "ROW_GROUP_ROWS", 128)
     out = tmp_path / "data"
