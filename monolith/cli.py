@@ -429,7 +429,7 @@ def _add_train_commands(sub: Any) -> None:
         help="where prepared datasets are cached (default runs/cache/data)",
     )
     train.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=cmd_train, tensorflow=True)
 
     inspect = sub.add_parser(
         "inspect",
@@ -439,7 +439,7 @@ def _add_train_commands(sub: Any) -> None:
         "bundle", help="bundle folder, s3:// bundle URI, or <root>/<experiment>/latest"
     )
     inspect.add_argument("--config", help="YAML config whose storage section to use")
-    inspect.set_defaults(func=cmd_inspect)
+    inspect.set_defaults(func=cmd_inspect, tensorflow=True)
 
 
 def _add_embed_command(sub: Any) -> None:
@@ -479,7 +479,7 @@ def _add_embed_command(sub: Any) -> None:
         help="exit 2 when the drift score (the largest PSI over features) exceeds this",
     )
     embed.add_argument("--config", help="YAML config whose storage section to use")
-    embed.set_defaults(func=cmd_embed)
+    embed.set_defaults(func=cmd_embed, tensorflow=True)
 
 
 def _add_bundle_commands(sub: Any) -> None:
@@ -565,6 +565,10 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if getattr(args, "tensorflow", False):
+            from monolith.tf_startup import start_tensorflow
+
+            start_tensorflow()  # without TensorFlow's C++ start-up lines on the console
         return int(args.func(args) or 0)
     except MonolithError as exc:
         print(f"error: {exc}", file=sys.stderr)

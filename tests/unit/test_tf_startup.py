@@ -40,3 +40,21 @@ def test_starting_tensorflow_prints_no_start_up_noise(quiet: bool) -> None:
         assert lines == ["after"]
     else:  # what the quiet start removes is really there (on this machine: no GPU)
         assert any("oneDNN" in line or "cuda" in line.lower() for line in lines), lines
+
+
+def test_the_cli_starts_tensorflow_quietly(tmp_path) -> None:
+    from pathlib import Path
+
+    monolith = str(Path(sys.executable).with_name("monolith"))
+    out = subprocess.run(
+        [monolith, "inspect", str(tmp_path / "no-bundle")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "tensorflow" in subprocess.run(  # the command did start TensorFlow
+        [sys.executable, "-c", "import monolith.cli as c; print(c.build_parser().parse_args("
+         "['inspect', 'x']).tensorflow and 'tensorflow')"],
+        capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
