@@ -124,6 +124,8 @@ def tune(
 ) -> tuple[str, dict[str, Any], dict[str, float]]:
     """Run the tune job; returns the experiment's URI, best_config and summary metrics."""
     from monolith.bundle.schema import BEST_CONFIG_FILE
+    from monolith.experiment import RESULTS_DIR
+    from monolith.results_files import SUMMARY_FILE
     from monolith.storage import read_json
     from monolith.uri import join
     from ray_jobs.jobs_client import run_job
@@ -135,8 +137,8 @@ def tune(
     entry += _tune_args(config, experiment, data_source, storage, num_samples)
     run_job(ray_address, entry, working_dir, name="tune")
     root = join(tune_storage, experiment)
-    summary = read_json(join(root, "results", "summary.json"), settings)
-    best = read_json(join(root, "results", BEST_CONFIG_FILE), settings)
+    summary = read_json(join(root, RESULTS_DIR, SUMMARY_FILE), settings)
+    best = read_json(join(root, RESULTS_DIR, BEST_CONFIG_FILE), settings)
     metrics = {
         "best_objective": float(summary["best_objective"]),
         "best_trial": float(summary["best_trial"]),

@@ -9,9 +9,18 @@ from typing import Any
 
 import pandas as pd
 
+from monolith._atomic import write_bytes_atomically
 from monolith.bundle.schema import BEST_CONFIG_FILE
 from monolith.config import MonolithConfig, Objective
 from monolith.errors import ConfigError
+from monolith.results_files import (
+    HISTORY_FILE,
+    LINEAGE_FILE,
+    PARETO_FILE,
+    STUDY_FILE,
+    SUMMARY_FILE,
+    TRIALS_FILE,
+)
 from monolith.tuning.budgets import ALL_FINISHED
 from monolith.tuning.pareto import PARETO_RULE, choose
 from monolith.tuning.records import Lineage, TrialRecord
@@ -26,9 +35,7 @@ def best_config(base: MonolithConfig, record: TrialRecord) -> dict[str, Any]:
 
 def _write_text(path: Path, text: str) -> None:
     """Atomically: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_bytes_atomically(path, text.encode())
 
 
 def _write_csv(path: Path, frame: pd.DataFrame) -> None:
@@ -56,11 +63,11 @@ def write_results(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     table = trials_table(records, objectives, max_epochs)
-    _write_csv(directory / "trials.csv", table)
-    _write_csv(directory / "history.csv", history_table(records))
+    _write_csv(directory / TRIALS_FILE, table)
+    _write_csv(directory / HISTORY_FILE, history_table(records))
     if lineage is not None:
         _write_text(
-            directory / "lineage.json", json.dumps(lineage.to_dict(), indent=2, default=str) + "\n"
+            directory / LINEAGE_FILE, json.dumps(lineage.to_dict(), indent=2, default=str) + "\n"
         )
     primary = objectives[0]
     summary: dict[str, Any] = {
@@ -80,7 +87,7 @@ def write_results(
         summary["pareto_rule"] = PARETO_RULE
     if planned is not None:
         summary["trials_planned"] = planned
-    export_optuna(records, distributions, objectives, directory / "optuna.db", study_name)
+    export_optuna(records, distributions, objectives, directory / STUDY_FILE, study_name)
     try:
         choice = choose(records, objectives)
     except ConfigError:
@@ -88,7 +95,7 @@ def write_results(
         _write_summary(directory, summary, table, objectives, [])
         raise
     best = choice.chosen
-    _write_csv(directory / "pareto.csv", pareto_table(records, objectives, choice))
+    _write_csv(directory / PARETO_FILE, pareto_table(records, objectives, choice))
     _write_text(
         directory / BEST_CONFIG_FILE,
         json.dumps(best_config(base, best), indent=2, sort_keys=True),
@@ -113,6 +120,6 @@ def _write_summary(
     objectives: list[Objective],
     front: list[int],
 ) -> None:
-    _write_text(directory / "summary.json", json.dumps(summary, indent=2) + "\n")
+    _write_text(directory / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     text = summary_table(table, objectives, front, summary["ended_by"])
     _write_text(directory / "summary.txt", text + "\n")
