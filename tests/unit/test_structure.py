@@ -198,3 +198,14 @@ def test_python_dash_m_monolith_is_the_monolith_command() -> None:
     )  # fmt: skip
     assert module.returncode == script.returncode == 0, module.stderr[-2000:]
     assert module.stdout == script.stdout and "prepare" in module.stdout
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    private = []
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PACKAGES:
+                hidden = [a.name for a in node.names if a.name.startswith("_")]
+                private += [f"{name} imports {node.module}.{h}" for h in hidden]
+    assert not private, private
