@@ -137,7 +137,7 @@ class DataConfig:
     def calendar_of(self, symbol: str) -> tuple[str, str]:
         """(calendar, the setting that chose it) for one symbol; synthetic bars never close."""
         if self.source == "synthetic":
-            return "24/7", "data.source (synthetic)"
+            return "24/7", "synthetic data"
         if symbol in self.calendars:
             return self.calendars[symbol], "data.calendars"
         return self.calendar, "data.calendar"
